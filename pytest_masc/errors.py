@@ -1,0 +1,22 @@
+"""Exceptions raised by pytest-masc. Each message names the file or option at fault."""
+from __future__ import annotations
+
+
+class MaSCError(Exception):
+    """Base class of every error pytest-masc raises on purpose."""
+
+
+class InputError(MaSCError, ValueError):
+    """An image, mask or prompt that cannot be scored; the message names the input."""
+
+
+class ModelLoadError(MaSCError, OSError):
+    """The SigLIP2 checkpoint cannot be found, downloaded, or is not a SigLIP2 NaFlex model."""
+
+
+class DeviceError(MaSCError, RuntimeError):
+    """The requested device is not available, or a batch does not fit on it."""
+
+
+class SuiteError(MaSCError, ValueError):
+    """A suite file (``masc_*.toml`` or its cases CSV) is malformed."""

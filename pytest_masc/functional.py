@@ -1,0 +1,116 @@
+r"""The pure tensor math of MaSC, on patch tokens. No model loading, no state.
+
+Notation: a SigLIP2 NaFlex image of ``Hp x Wp`` patches gives ``N = Hp * Wp`` patch tokens
+``t_i`` of width ``D`` (``last_hidden_state`` without padding, row-major over the grid).
+A mask ``M`` of shape ``(H, W)`` with weights in ``[0, 1]`` gives per-patch weights
+``w = clamp(bilinear(M -> Hp x Wp, align_corners=False), 0, 1)``.
+
+Concept preservation, with the reference's foreground ``F = {i : w^ref_i > \tau}``:
+
+.. math::  CP = \frac{1}{|F|} \sum_{i \in F} \max_j \cos(t^{ref}_i, t^{out}_j)
+
+Prompt following, with the output's hidden set ``H = {j : w^{out}_j \ge \tau} \cup padding``:
+
+.. math::  PF = \cos\big(\mathrm{MAP}(t^{out}; H),\ e_{text}(\mathrm{strip}(prompt))\big)
+
+where ``MAP`` is SigLIP2's trained multi-head attention pooling head with the keys in ``H``
+hidden. ``CP`` is NaN when ``F`` is empty, ``PF`` when every key is hidden.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def mask_to_grid(weights: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Resize mask weights onto the patch grid.
+
+    Args:
+        weights: ``(H, W)`` float foreground weights in ``[0, 1]``.
+        grid: ``(Hp, Wp)`` patches.
+
+    Returns:
+        ``(Hp * Wp,)`` float32 weights in ``[0, 1]``, row-major: bilinear interpolation
+        with ``align_corners=False`` and no antialiasing, as in the paper's code.
+    """
+    if weights.ndim != 2:
+        raise ValueError(f"mask weights must be 2-D (H, W), got shape {tuple(weights.shape)}")
+    resized = F.interpolate(
+        weights.to(torch.float32)[None, None], size=tuple(grid), mode="bilinear", align_corners=False
+    )
+    return resized[0, 0].clamp_(0.0, 1.0).flatten()
+
+
+def best_match_cosine(ref_tokens: torch.Tensor, out_tokens: torch.Tensor) -> torch.Tensor:
+    """For every reference token, its highest cosine to any output token.
+
+    Args:
+        ref_tokens: ``(N_ref, D)`` reference patch tokens.
+        out_tokens: ``(N_out, D)`` output patch tokens (no padding).
+
+    Returns:
+        ``(N_ref,)`` float32 cosines in ``[-1, 1]``.
+    """
+    ref_unit = F.normalize(ref_tokens.to(torch.float32), dim=-1)
+    out_unit = F.normalize(out_tokens.to(torch.float32), dim=-1)
+    return (ref_unit @ out_unit.T).amax(dim=-1)
+
+
+def concept_score(best_match: torch.Tensor, ref_weights: torch.Tensor, threshold: float = 0.5) -> float:
+    """Concept preservation from per-token best-match cosines.
+
+    Args:
+        best_match: ``(N_ref,)`` from :func:`best_match_cosine`.
+        ref_weights: ``(N_ref,)`` reference mask weights on the grid (:func:`mask_to_grid`).
+        threshold: a token is foreground when its weight is strictly above it.
+
+    Returns:
+        The mean best-match cosine over foreground tokens; NaN when there are none.
+    """
+    foreground = ref_weights > threshold
+    if not bool(foreground.any()):
+        return math.nan
+    return float(best_match[foreground].mean())
+
+
+def background_hidden(out_weights: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """``(N,)`` bool: the output tokens hidden from the PF pool (weight at or above threshold)."""
+    return out_weights >= threshold
+
+
+def attention_pool(head: torch.nn.Module, tokens: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """SigLIP2's attention-pooling head over the tokens that are not hidden.
+
+    The head's learned probe attends to the keys with ``hidden`` ones excluded
+    (``key_padding_mask``), then its layer norm and MLP apply with the residual, exactly as
+    ``Siglip2MultiheadAttentionPoolingHead.forward`` does with a padding mask.
+
+    Args:
+        head: a ``Siglip2MultiheadAttentionPoolingHead`` (``probe``, ``attention``,
+            ``layernorm``, ``mlp``).
+        tokens: ``(B, L, D)`` patch tokens, padding included.
+        hidden: ``(B, L)`` bool, True for keys to exclude (padding, foreground).
+
+    Returns:
+        ``(B, D)`` pooled embeddings in the head's dtype; rows with every key hidden are NaN.
+    """
+    if tokens.ndim != 3 or hidden.shape != tokens.shape[:2]:
+        raise ValueError(f"tokens (B, L, D) and hidden (B, L) disagree: {tuple(tokens.shape)} vs {tuple(hidden.shape)}")
+    nothing_left = hidden.all(dim=-1)
+    # A fully hidden row would make softmax produce NaN inside the kernel; pool it over
+    # everything and overwrite it with NaN afterwards, so no garbage escapes.
+    safe_hidden = hidden & ~nothing_left[:, None]
+    probe = head.probe.expand(tokens.shape[0], -1, -1).to(tokens.dtype)
+    attended = head.attention(probe, tokens, tokens, key_padding_mask=safe_hidden, need_weights=False)[0]
+    pooled = attended + head.mlp(head.layernorm(attended))
+    pooled = pooled[:, 0]
+    if bool(nothing_left.any()):
+        pooled = pooled.masked_fill(nothing_left[:, None], math.nan)
+    return pooled
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise cosine of ``(B, D)`` and ``(B, D)`` (or broadcastable) in float32; NaN rows stay NaN."""
+    return (F.normalize(a.to(torch.float32), dim=-1) * F.normalize(b.to(torch.float32), dim=-1)).sum(-1)

@@ -1,0 +1,176 @@
+"""Reading images and masks from paths, PIL images and arrays, with errors that name the input.
+
+Images become RGB ``PIL.Image`` objects. Masks become ``float32`` arrays of shape ``(H, W)``
+holding foreground weights in ``[0, 1]``:
+
+* ``bool`` arrays and two-valued masks (``{0, v}`` for any ``v > 0``: 0/1, 0/255, 0/1.0 …)
+  become exactly 0 and 1, so "foreground = non-zero" holds for label masks;
+* other ("soft") masks are weights: ``uint8`` and values above 1 are divided by 255
+  (16-bit by 65535), floats in ``[0, 1]`` are kept. After resizing to the patch grid a
+  patch is foreground when its weight reaches the threshold (0.5).
+
+Mask files: modes ``1``, ``L``, ``P`` (palette index, 0 = background), ``I;16``/``I``
+(16-bit), ``RGB`` (luminance) and ``LA``/``RGBA`` (the alpha channel when it is not
+constant, else the luminance). A mask must have its image's size (checked by the scorer).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import InputError
+
+ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
+MaskInput = Union[str, os.PathLike, Image.Image, np.ndarray]
+
+#: Largest image, in pixels, that is decoded (PIL's own limit is 89 MP with a warning).
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024
+
+
+def describe(source: Any) -> str:
+    """A short name for an input in error messages: the path, or the object's kind and size."""
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, Image.Image):
+        return f"<PIL image {source.mode} {source.width}x{source.height}>"
+    if isinstance(source, np.ndarray):
+        return f"<array {source.dtype} {tuple(source.shape)}>"
+    return f"<{type(source).__name__}>"
+
+
+def source_key(source: Any) -> tuple:
+    """A hashable identity for an input: path, size and mtime for files, a content hash else.
+
+    Two inputs with the same key have the same pixels, so they share one encoding.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        try:
+            stat = path.stat()
+        except OSError:
+            return ("path", str(path.absolute()))
+        return ("path", str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if isinstance(source, Image.Image):
+        digest = hashlib.blake2b(source.tobytes(), digest_size=16).hexdigest()
+        return ("pil", source.mode, source.size, digest)
+    if isinstance(source, np.ndarray):
+        digest = hashlib.blake2b(np.ascontiguousarray(source).tobytes(), digest_size=16).hexdigest()
+        return ("array", str(source.dtype), source.shape, digest)
+    raise InputError(
+        f"{describe(source)}: expected a path, a PIL image or a numpy array"
+    )
+
+
+def _open_file(path: Path, what: str) -> Image.Image:
+    if not path.exists():
+        raise InputError(f"{path}: {what} file not found")
+    if path.is_dir():
+        raise InputError(f"{path}: {what} path is a directory, not an image file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            previous_limit = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+            try:
+                image = Image.open(path)
+                if image.width * image.height > MAX_IMAGE_PIXELS:
+                    raise Image.DecompressionBombError("too many pixels")
+                image.load()
+            finally:
+                Image.MAX_IMAGE_PIXELS = previous_limit
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputError(
+            f"{path}: {what} is too large to decode safely (over {MAX_IMAGE_PIXELS:,} pixels; "
+            "a decompression bomb or an unreasonably large image)"
+        ) from None
+    except UnidentifiedImageError:
+        raise InputError(f"{path}: {what} file is not an image PIL can read") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise InputError(f"{path}: {what} file is truncated or corrupt ({error})") from None
+    return image
+
+
+def load_image(source: ImageInput, what: str = "image") -> Image.Image:
+    """An RGB ``PIL.Image`` from a path, a PIL image (any mode) or an ``HxWx3`` uint8 array."""
+    if isinstance(source, (str, os.PathLike)):
+        image = _open_file(Path(source), what)
+    elif isinstance(source, Image.Image):
+        image = source
+    elif isinstance(source, np.ndarray):
+        if source.dtype != np.uint8 or source.ndim != 3 or source.shape[2] != 3:
+            raise InputError(
+                f"{describe(source)}: {what} arrays must be HxWx3 uint8 (RGB)"
+            )
+        image = Image.fromarray(source, mode=None)
+    else:
+        raise InputError(f"{describe(source)}: {what} must be a path, a PIL image or an HxWx3 uint8 array")
+    if image.width < 1 or image.height < 1:
+        raise InputError(f"{describe(source)}: {what} is empty ({image.width}x{image.height})")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _mask_array_from_pil(image: Image.Image) -> np.ndarray:
+    mode = image.mode
+    if mode in ("LA", "RGBA", "PA"):
+        alpha = np.asarray(image.getchannel("A"))
+        if alpha.min() != alpha.max():
+            return alpha
+        return np.asarray(image.convert("L"))
+    if mode == "P":
+        return np.asarray(image)  # palette indices; index 0 is background
+    if mode in ("1", "L", "I", "I;16", "I;16B", "I;16L", "F"):
+        array = np.asarray(image)
+        if mode.startswith("I;16"):
+            array = array.astype(np.uint16)
+        return array
+    return np.asarray(image.convert("L"))
+
+
+def mask_weights(array: np.ndarray, name: str = "mask") -> np.ndarray:
+    """Foreground weights ``float32 (H, W)`` in ``[0, 1]`` from a mask array (rules above)."""
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if array.ndim != 2:
+        raise InputError(f"{name}: a mask must be a 2-D HxW array, got shape {tuple(array.shape)}")
+    if array.size == 0:
+        raise InputError(f"{name}: mask is empty (shape {tuple(array.shape)})")
+    if array.dtype == bool:
+        return array.astype(np.float32)
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise InputError(f"{name}: mask dtype {array.dtype} is not numeric")
+    values = array.astype(np.float32)
+    if not np.isfinite(values).all():
+        raise InputError(f"{name}: mask holds NaN or infinite values")
+    if values.min() < 0:
+        raise InputError(f"{name}: mask holds negative values (min {values.min():g})")
+    peak = float(values.max())
+    if peak == 0:
+        return values  # all background
+    distinct = np.unique(values)
+    if len(distinct) <= 2 and distinct[0] == 0 or len(distinct) == 1:
+        return (values > 0).astype(np.float32)
+    if peak > 255 or array.dtype == np.uint16:
+        return np.clip(values / 65535.0, 0.0, 1.0)
+    if peak > 1.0 or array.dtype == np.uint8:
+        return np.clip(values / 255.0, 0.0, 1.0)
+    return values
+
+
+def load_mask(source: MaskInput, what: str = "mask") -> np.ndarray:
+    """Foreground weights ``float32 (H, W)`` from a path, a PIL image or an ``HxW`` array."""
+    if isinstance(source, (str, os.PathLike)):
+        array = _mask_array_from_pil(_open_file(Path(source), what))
+    elif isinstance(source, Image.Image):
+        array = _mask_array_from_pil(source)
+    elif isinstance(source, np.ndarray):
+        array = source
+    else:
+        raise InputError(f"{describe(source)}: {what} must be a path, a PIL image or an HxW array")
+    return mask_weights(array, f"{describe(source)} ({what})")

@@ -1,0 +1,112 @@
+"""Test helpers: tiny random-weight SigLIP2 NaFlex checkpoints written to disk.
+
+Real MaSC scores need the real ``google/siglip2-so400m-patch16-naflex`` weights. These
+checkpoints have the same architecture family, processor and tokenizer layout at a
+toy size, so the loading code, batching and the metric's tensor math can be tested
+offline, in seconds, against the reference implementation.
+"""
+from __future__ import annotations
+
+import os
+import string
+from pathlib import Path
+
+TINY_TEXT_LENGTH = 64  # SigLIP2's trained text length; the tokenizer pads to it
+
+
+def _tiny_vocab() -> dict[str, int]:
+    """Special tokens, 256 byte-fallback tokens, then lower-case characters and words."""
+    vocab: dict[str, int] = {}
+    for token in ("<pad>", "<eos>", "<bos>", "<unk>", "<mask>"):
+        vocab[token] = len(vocab)
+    for byte in range(256):
+        vocab[f"<0x{byte:02X}>"] = len(vocab)
+    for char in ["▁"] + list(string.ascii_lowercase + string.digits + ".,;:!?'-"):
+        vocab.setdefault(char, len(vocab))
+    return vocab
+
+
+def tiny_config(
+    seed: int = 0,
+    *,
+    hidden_size: int = 32,
+    num_hidden_layers: int = 2,
+    num_attention_heads: int = 2,
+    intermediate_size: int = 64,
+    patch_size: int = 16,
+    num_patches: int = 256,
+    vocab_size: int | None = None,
+):
+    """A ``Siglip2Config`` at toy size (vision and text towers alike)."""
+    from transformers import Siglip2Config, Siglip2TextConfig, Siglip2VisionConfig
+
+    vocab_size = vocab_size or len(_tiny_vocab())
+    common = dict(
+        hidden_size=hidden_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
+        intermediate_size=intermediate_size,
+    )
+    return Siglip2Config(
+        text_config=Siglip2TextConfig(
+            **common,
+            vocab_size=vocab_size,
+            max_position_embeddings=TINY_TEXT_LENGTH,
+            projection_size=hidden_size,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=1,
+        ).to_dict(),
+        vision_config=Siglip2VisionConfig(**common, patch_size=patch_size, num_patches=num_patches).to_dict(),
+    )
+
+
+def tiny_checkpoint(path: str | os.PathLike, seed: int = 0, **config_overrides) -> Path:
+    """Write a tiny random-weight SigLIP2 NaFlex checkpoint (model, processor, tokenizer).
+
+    Both ``MaSC.from_pretrained(path)`` and the reference ``masc.MaSC(model_id=path)`` load
+    it offline. The reference recognises NaFlex checkpoints by the word ``naflex`` in the
+    model id, so name the directory accordingly (e.g. ``tmp/tiny-siglip2-naflex``).
+
+    Args:
+        path: directory to create (parents too); existing files are overwritten.
+        seed: seeds the random weights; the same seed writes the same weights.
+        **config_overrides: keyword arguments for :func:`tiny_config`.
+
+    Returns:
+        The checkpoint directory as a ``Path``.
+    """
+    import torch
+    from transformers import Siglip2Model, Siglip2Processor
+    from transformers.models.siglip2.image_processing_pil_siglip2 import Siglip2ImageProcessorPil
+    from transformers.models.siglip2.tokenization_siglip2 import Siglip2Tokenizer
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    config = tiny_config(seed, **config_overrides)
+    generator_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        model = Siglip2Model(config).eval()
+        # post_init leaves some parameters (probe, attention biases) at constant values;
+        # give every parameter random values so no score is degenerate by construction.
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.normal_(0.0, 0.2)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    model.save_pretrained(path)
+
+    tokenizer = Siglip2Tokenizer(
+        vocab=_tiny_vocab(),
+        merges=[],
+        padding_side="right",
+        add_eos_token=True,
+        model_max_length=TINY_TEXT_LENGTH,
+    )
+    image_processor = Siglip2ImageProcessorPil(
+        patch_size=config.vision_config.patch_size,
+        max_num_patches=config.vision_config.num_patches,
+    )
+    Siglip2Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(path)
+    return path

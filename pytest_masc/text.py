@@ -1,0 +1,65 @@
+"""Subject stripping for the prompt-following (PF) text.
+
+The subject is the same in every prompt of a personalization run, so encoding it would make
+PF partly measure identity instead of the scene. MaSC removes it before text encoding,
+with the paper's regular-expression rule: the first form that occurs of
+
+1. ``(a|an|the) <subject>``, then
+2. the bare ``<subject>``,
+
+is removed everywhere (case-insensitive, on word boundaries), then whitespace is collapsed.
+A DreamBooth identifier is part of the subject the caller passes (``subject="sks dog"``
+strips "a sks dog"). This module imports nothing heavy.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+def collapse_whitespace(text: str) -> str:
+    """``text`` with every run of white space made one space, and stripped at both ends."""
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+@dataclass(frozen=True)
+class StrippedPrompt:
+    """The text the PF head encodes, and whether the subject was found in the prompt."""
+
+    text: str
+    subject_found: bool
+
+
+def _subject_patterns(subject: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    name = re.escape(subject.strip())
+    return (
+        re.compile(rf"\b(?:a|an|the)\s+{name}\b", re.IGNORECASE),
+        re.compile(rf"\b{name}\b", re.IGNORECASE),
+    )
+
+
+def strip_subject(prompt: str, subject: str | None) -> StrippedPrompt:
+    """Remove the subject from ``prompt`` by the paper's rule.
+
+    Args:
+        prompt: the generation prompt.
+        subject: the subject's name, with its identifier if the prompts use one
+            (``"dog"``, ``"sks dog"``). ``None`` keeps the prompt exactly as given.
+
+    Returns:
+        ``StrippedPrompt(text, subject_found)``. Without a subject, ``text`` is ``prompt``
+        unchanged; with one, whitespace is collapsed whether or not it was found.
+
+    >>> strip_subject("A photo of a dog on the beach", "dog").text
+    'A photo of on the beach'
+    """
+    if subject is None:
+        return StrippedPrompt(prompt, False)
+    if not subject.strip():
+        return StrippedPrompt(collapse_whitespace(prompt), False)
+    for pattern in _subject_patterns(subject):
+        if pattern.search(prompt):
+            return StrippedPrompt(collapse_whitespace(pattern.sub("", prompt)), True)
+    return StrippedPrompt(collapse_whitespace(prompt), False)

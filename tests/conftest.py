@@ -1,0 +1,29 @@
+"""Shared fixtures: one tiny random-weight SigLIP2 NaFlex checkpoint per test session."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny checkpoint directory; its name says ``naflex`` so the reference treats it as NaFlex."""
+    from pytest_masc.testing import tiny_checkpoint
+
+    return tiny_checkpoint(tmp_path_factory.mktemp("models") / "tiny-siglip2-naflex", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_masc(tiny_model_dir):
+    """``MaSC`` on the tiny checkpoint, CPU, float32, 1024 patches."""
+    from pytest_masc import MaSC
+
+    return MaSC.from_pretrained(tiny_model_dir, device="cpu", local_files_only=True)
+
+
+@pytest.fixture(scope="session")
+def reference_masc(tiny_model_dir):
+    """The authors' reference implementation (``masc-metric==0.3.0``) on the same checkpoint."""
+    masc = pytest.importorskip("masc")
+    return masc.MaSC(model_id=str(tiny_model_dir), device="cpu")
