@@ -102,6 +102,9 @@ def attention_pool(head: torch.nn.Module, tokens: torch.Tensor, hidden: torch.Te
     # A fully hidden row would make softmax produce NaN inside the kernel; pool it over
     # everything and overwrite it with NaN afterwards, so no garbage escapes.
     safe_hidden = hidden & ~nothing_left[:, None]
+    # Masked keys get zero attention weight, but 0 * inf and 0 * NaN are NaN: zero the hidden
+    # tokens so that nothing of them, whatever their values, reaches the pool.
+    tokens = tokens.masked_fill(hidden[..., None], 0.0)
     probe = head.probe.expand(tokens.shape[0], -1, -1).to(tokens.dtype)
     attended = head.attention(probe, tokens, tokens, key_padding_mask=safe_hidden, need_weights=False)[0]
     pooled = attended + head.mlp(head.layernorm(attended))

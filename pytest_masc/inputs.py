@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Union
 
@@ -57,8 +56,10 @@ def source_key(source: Any) -> tuple:
             return ("path", str(path.absolute()))
         return ("path", str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if isinstance(source, Image.Image):
-        digest = hashlib.blake2b(source.tobytes(), digest_size=16).hexdigest()
-        return ("pil", source.mode, source.size, digest)
+        content = hashlib.blake2b(source.tobytes(), digest_size=16)
+        if source.mode in ("P", "PA"):  # the same indices under another palette are other pixels
+            content.update(bytes(source.getpalette() or ()))
+        return ("pil", source.mode, source.size, content.hexdigest())
     if isinstance(source, np.ndarray):
         digest = hashlib.blake2b(np.ascontiguousarray(source).tobytes(), digest_size=16).hexdigest()
         return ("array", str(source.dtype), source.shape, digest)
@@ -72,19 +73,16 @@ def _open_file(path: Path, what: str) -> Image.Image:
         raise InputError(f"{path}: {what} file not found")
     if path.is_dir():
         raise InputError(f"{path}: {what} path is a directory, not an image file")
+    # Worker threads open files concurrently: PIL's global limit and the warning filters
+    # are left alone (changing them here raced and leaked into the caller's process);
+    # the size is checked from the header, before any pixel is decoded.
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            previous_limit = Image.MAX_IMAGE_PIXELS
-            Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
-            try:
-                image = Image.open(path)
-                if image.width * image.height > MAX_IMAGE_PIXELS:
-                    raise Image.DecompressionBombError("too many pixels")
-                image.load()
-            finally:
-                Image.MAX_IMAGE_PIXELS = previous_limit
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        image = Image.open(path)
+        if image.width * image.height > MAX_IMAGE_PIXELS:
+            image.close()
+            raise Image.DecompressionBombError("too many pixels")
+        image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # the warning: under -W error
         raise InputError(
             f"{path}: {what} is too large to decode safely (over {MAX_IMAGE_PIXELS:,} pixels; "
             "a decompression bomb or an unreasonably large image)"
@@ -123,7 +121,7 @@ def _mask_array_from_pil(image: Image.Image) -> np.ndarray:
             return alpha
         return np.asarray(image.convert("L"))
     if mode == "P":
-        return np.asarray(image)  # palette indices; index 0 is background
+        return np.asarray(image) > 0  # palette indices are labels; index 0 is background
     if mode in ("1", "L", "I", "I;16", "I;16B", "I;16L", "F"):
         array = np.asarray(image)
         if mode.startswith("I;16"):

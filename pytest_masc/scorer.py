@@ -375,13 +375,18 @@ class MaSC:
         size = (image.height, image.width)
         loaded = {}
         for mask_key, mask_source, mask_what in masks:
-            weights = load_mask(mask_source, mask_what)
-            if weights.shape != size:
-                raise InputError(
-                    f"{describe(mask_source)}: {mask_what} is {weights.shape[1]}x{weights.shape[0]} "
-                    f"but its image {describe(source)} is {size[1]}x{size[0]}; masks must have "
-                    "their image's size (width x height)"
-                )
+            # A bad mask fails only the samples that use it, not every sample of its image:
+            # the error is kept in the mask's place and raised (or returned) at scoring.
+            try:
+                weights = load_mask(mask_source, mask_what)
+                if weights.shape != size:
+                    raise InputError(
+                        f"{describe(mask_source)}: {mask_what} is {weights.shape[1]}x{weights.shape[0]} "
+                        f"but its image {describe(source)} is {size[1]}x{size[0]}; masks must have "
+                        "their image's size (width x height)"
+                    )
+            except InputError as error:
+                weights = error
             loaded[mask_key] = weights
         return _Pixels(patches, grid, size, loaded)
 
@@ -489,9 +494,11 @@ class _ScoreRun:
         self.distractor_texts = []
         texts = []
         for sample in self.samples:
-            stripped = strip_subject(sample.prompt, sample.subject)
+            # A blank subject strips nothing and keeps the prompt as given, as the paper's code does.
+            subject = sample.subject if sample.subject and sample.subject.strip() else None
+            stripped = strip_subject(sample.prompt, subject)
             self.stripped.append(stripped)
-            distractors = [strip_subject(d, sample.subject).text for d in sample.distractors]
+            distractors = [strip_subject(d, subject).text for d in sample.distractors]
             self.distractor_texts.append(distractors)
             texts += [stripped.text, sample.prompt, *distractors]
         return list(dict.fromkeys(texts))
@@ -570,15 +577,29 @@ class _ScoreRun:
             i for i in candidates
             if self.results[i] is None and self.ref_keys[i] in self.encoded and self.out_keys[i] in self.encoded
         ]
+        for index in ready:
+            masks = (self.encoded[self.ref_keys[index]].masks[self.ref_mask_keys[index]],
+                     self.encoded[self.out_keys[index]].masks[self.out_mask_keys[index]])
+            error = next((mask for mask in masks if isinstance(mask, InputError)), None)
+            if error is not None:
+                if self.errors == "raise":
+                    raise error
+                self.results[index] = error
+                self._release(index)
+        ready = [i for i in ready if self.results[i] is None]
         if not ready:
             return
         pools = self._background_pools(ready)
         for index in ready:
             self.results[index] = self._score_one(index, pools)
-            for key in (self.ref_keys[index], self.out_keys[index]):
-                self.remaining[key] -= 1
-                if self.remaining[key] == 0:
-                    self.encoded.pop(key, None)
+            self._release(index)
+
+    def _release(self, index: int) -> None:
+        """Sample ``index`` is done: drop the encodings that no pending sample needs."""
+        for key in (self.ref_keys[index], self.out_keys[index]):
+            self.remaining[key] -= 1
+            if self.remaining[key] == 0:
+                self.encoded.pop(key, None)
 
     def _background_pools(self, ready: list[int]) -> dict[tuple, tuple[torch.Tensor, np.ndarray]]:
         """Pooled background embedding ``(D,)`` and grid weights per (output, output mask)."""

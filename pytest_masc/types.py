@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class Score:
     prompt_margin: float = math.nan
     distractor_prompts: dict[str, float] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
-    concept_map: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
+    concept_map: Optional["np.ndarray"] = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready scores (floats, NaN as ``None``) and extras; no concept map."""

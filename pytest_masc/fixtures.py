@@ -1,0 +1,186 @@
+"""Fixtures: ``masc_model`` (one ``MaSC`` per process), ``masc`` (the test's gate checker),
+``masc_segmenter`` (override it to compute masks)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+import pytest
+
+from .gates import GATES
+from .items import record_scores, relative_to_dir
+
+if TYPE_CHECKING:
+    from .scorer import MaSC
+    from .session import MascSession
+    from .types import Score
+
+#: keyword arguments ``@pytest.mark.masc(...)`` and ``masc.check(...)`` accept
+MARKER_KWARGS = frozenset({"reference", "reference_mask", "subject", "concept", "distractors", "human", *GATES})
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [value]
+
+
+class MascCheck:
+    """The ``masc`` fixture: scores a generated image against the test's reference and gates it.
+
+    ``check()`` arguments override the marker's. Paths are relative to the test file.
+    """
+
+    def __init__(self, session: "MascSession", request: pytest.FixtureRequest, segmenter: Optional[Callable]) -> None:
+        self._session = session
+        self._request = request
+        self._segmenter = segmenter
+        marker = request.node.get_closest_marker("masc")
+        self.options: dict[str, Any] = dict(marker.kwargs) if marker else {}
+        self._checks = 0
+
+    @property
+    def model(self) -> "MaSC":
+        return self._session.model()
+
+    def check(
+        self,
+        image: Any,
+        mask: Any = None,
+        prompt: Optional[str] = None,
+        **overrides: Any,
+    ) -> "Score":
+        """Score ``image`` (+ ``mask``) for ``prompt`` and fail the test if a gate fails.
+
+        Args:
+            image: the generated image (path, PIL image or HxWx3 uint8 array).
+            mask: its subject mask; ``None`` asks the ``masc_segmenter`` fixture.
+            prompt: the prompt the image was generated from.
+            **overrides: any marker keyword (``reference``, ``min_concept`` …).
+
+        Returns:
+            The :class:`~pytest_masc.Score` (CP averaged over references when several).
+        """
+        __tracebackhide__ = True
+        from .types import Sample
+
+        unknown = sorted(set(overrides) - MARKER_KWARGS)
+        if unknown:
+            raise TypeError(f"masc.check() got unknown keyword(s) {', '.join(unknown)}; allowed: {', '.join(sorted(MARKER_KWARGS))}")
+        options = {**self.options, **overrides}
+        if prompt is None:
+            raise TypeError("masc.check() needs the prompt the image was generated from")
+        test_dir = Path(self._request.node.path).parent
+        references = [relative_to_dir(r, test_dir) for r in _as_list(options.get("reference"))]
+        reference_masks = [relative_to_dir(m, test_dir) for m in _as_list(options.get("reference_mask"))]
+        if not references:
+            raise TypeError("no reference image: give @pytest.mark.masc(reference=..., reference_mask=...)")
+        if len(reference_masks) != len(references):
+            raise TypeError(
+                f"{len(references)} reference image(s) but {len(reference_masks)} reference mask(s): give one mask per reference"
+            )
+        image = relative_to_dir(image, test_dir)
+        if mask is None:
+            if self._segmenter is None:
+                raise TypeError("no mask: pass mask=..., or override the masc_segmenter fixture to compute one")
+            mask = self._segmenter(image)
+        else:
+            mask = relative_to_dir(mask, test_dir)
+        subject = options.get("subject")
+        distractors = tuple(_as_list(options.get("distractors")))
+        samples = [
+            Sample(ref_image=r, ref_mask=m, out_image=image, out_mask=mask, prompt=prompt,
+                   subject=subject, distractors=distractors)
+            for r, m in zip(references, reference_masks)
+        ]
+        scores = self._session.model().score_many(samples)
+        gates = {k: float(v) for k, v in options.items() if k in GATES}
+        concept = options.get("concept") or subject or Path(str(references[0])).stem
+        node = self._request.node
+        self._checks += 1
+        record_scores(
+            self._session,
+            nodeid=node.nodeid,
+            kind="python",
+            suite=str(Path(node.nodeid.split("::")[0])),
+            concept=str(concept),
+            case_id=node.name if self._checks == 1 else f"{node.name}#{self._checks}",
+            prompt=prompt,
+            subject=subject,
+            image=image,
+            scores=scores,
+            gates=gates,
+            human=options.get("human"),
+            references=references,
+            reference_masks=reference_masks,
+            mask=mask,
+            check_index=self._checks - 1,
+        )
+        if len(scores) == 1:
+            return scores[0]
+        from .gates import combine_scores
+
+        combined, per_reference = combine_scores(scores)
+        first = scores[0]
+        return type(first)(
+            concept=float("nan") if combined["concept"] is None else combined["concept"],
+            prompt=first.prompt,
+            global_concept=combined["global_concept"],
+            global_prompt=first.global_prompt,
+            prompt_margin=first.prompt_margin,
+            distractor_prompts=first.distractor_prompts,
+            extras={**first.extras, "concept_per_reference": per_reference},
+            concept_map=first.concept_map,
+        )
+
+
+def _session(request: pytest.FixtureRequest) -> "MascSession":
+    from .session import SESSION_KEY
+
+    session = request.config.stash[SESSION_KEY]
+    if not session.settings.enabled:
+        pytest.skip("MaSC gates are off: pass --masc to run them")
+    return session
+
+
+@pytest.fixture(scope="session")
+def masc_model(request: pytest.FixtureRequest) -> "MaSC":
+    """The process's one loaded ``MaSC`` (on the GPU when there is one; one GPU per xdist worker)."""
+    return _session(request).model()
+
+
+@pytest.fixture
+def masc_segmenter() -> Optional[Callable[[Any], Any]]:
+    """Override to compute masks: return a callable ``image -> HxW mask``. Default: none."""
+    return None
+
+
+@pytest.fixture
+def masc(request: pytest.FixtureRequest, masc_segmenter) -> MascCheck:
+    """Gate checker bound to the test's ``@pytest.mark.masc(...)``; ``masc.check()`` returns the Score."""
+    return MascCheck(_session(request), request, masc_segmenter)
+
+
+def validate_marker(item: pytest.Item) -> Optional[str]:
+    """A usage-error message when the item's ``masc`` marker has unknown or positional arguments."""
+    import difflib
+
+    for marker in item.iter_markers("masc"):
+        if marker.args:
+            return f"{item.nodeid}: @pytest.mark.masc takes keyword arguments only, got positional {marker.args!r}"
+        for key in marker.kwargs:
+            if key not in MARKER_KWARGS:
+                close = difflib.get_close_matches(key, sorted(MARKER_KWARGS), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                return (
+                    f"{item.nodeid}: unknown @pytest.mark.masc argument {key!r}{hint}; "
+                    f"allowed: {', '.join(sorted(MARKER_KWARGS))}"
+                )
+        for gate in GATES:
+            if gate in marker.kwargs:
+                value = marker.kwargs[gate]
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1.0 <= float(value) <= 1.0:
+                    return f"{item.nodeid}: @pytest.mark.masc({gate}={value!r}) must be a number in [-1, 1]"
+    return None

@@ -1,0 +1,157 @@
+"""Gates: thresholds on MaSC scores, the case records they produce, and failure messages.
+
+Pure Python: no torch. A gate ``min_<score>`` passes when the score is at least the threshold.
+A NaN score fails its gate with the reason it is NaN. A reference mask that selects no patch
+always fails the case ("reference mask is empty"), gate or not.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Optional, Sequence
+
+if TYPE_CHECKING:
+    from .types import Score
+
+#: gate keyword -> (score key, label in messages)
+GATES: dict[str, tuple[str, str]] = {
+    "min_concept": ("concept", "concept preservation (CP)"),
+    "min_prompt": ("prompt", "prompt following (PF)"),
+    "min_prompt_margin": ("prompt_margin", "prompt-following margin"),
+    "min_global_concept": ("global_concept", "global concept similarity"),
+    "min_global_prompt": ("global_prompt", "global prompt similarity"),
+}
+SCORE_KEYS = ("concept", "prompt", "global_concept", "global_prompt", "prompt_margin")
+
+
+def _finite(value: Optional[float]) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+@dataclass
+class Record:
+    """One scored case: what was scored, the scores, the gates and the verdict (JSON-ready)."""
+
+    nodeid: str
+    kind: str  # "suite" or "python"
+    suite: str
+    concept: str
+    case_id: str
+    prompt: str
+    subject: Optional[str]
+    image: str
+    scores: dict[str, Optional[float]] = field(default_factory=dict)
+    concept_per_reference: list[Optional[float]] = field(default_factory=list)
+    distractor_prompts: dict[str, Optional[float]] = field(default_factory=dict)
+    gates: dict[str, float] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    passed: bool = True
+    human: dict[str, list[float]] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+    error: Optional[str] = None
+    panel: Optional[str] = None
+    check_index: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Record":
+        return cls(**data)
+
+    def score(self, key: str) -> float:
+        value = self.scores.get(key)
+        return math.nan if value is None else float(value)
+
+
+def _clean(value: float) -> Optional[float]:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def combine_scores(scores: Sequence["Score"]) -> tuple[dict[str, Optional[float]], list[Optional[float]]]:
+    """Scores of one output against several references: CP and global CP are means over them.
+
+    PF, margin and global PF depend on the output alone and come from the first.
+    Returns ``(scores by key, CP per reference)``.
+    """
+    concepts = [s.concept for s in scores]
+    finite = [c for c in concepts if not math.isnan(c)]
+    first = scores[0]
+    combined = {
+        "concept": sum(finite) / len(finite) if len(finite) == len(concepts) else math.nan,
+        "prompt": first.prompt,
+        "global_concept": sum(s.global_concept for s in scores) / len(scores),
+        "global_prompt": first.global_prompt,
+        "prompt_margin": first.prompt_margin,
+    }
+    return {k: _clean(v) for k, v in combined.items()}, [_clean(c) for c in concepts]
+
+
+def evaluate_gates(record: Record) -> list[str]:
+    """Failure lines for ``record`` (empty when every gate passes); sets ``passed`` too."""
+    failures: list[str] = []
+    extras = record.extras
+    threshold = extras.get("fg_threshold", 0.5)
+    if not _finite(record.scores.get("concept")):
+        empty_refs = [i for i, c in enumerate(record.concept_per_reference) if not _finite(c)]
+        which = "" if len(record.concept_per_reference) <= 1 else f" (reference {', '.join(str(i + 1) for i in empty_refs)})"
+        failures.append(
+            f"reference mask is empty{which}: no patch of the reference mask reaches the "
+            f"foreground threshold {threshold} on the patch grid, so CP is NaN"
+        )
+    for gate, minimum in record.gates.items():
+        key, label = GATES[gate]
+        value = record.scores.get(key)
+        if key == "concept" and not _finite(value):
+            continue  # reported above
+        if not _finite(value):
+            if key in ("prompt", "prompt_margin") and extras.get("background_patches") == 0:
+                reason = "the output mask covers every patch: no background is left to pool for PF"
+            elif key == "prompt_margin" and not record.distractor_prompts:
+                reason = "no distractor prompts to compare with (give `distractors`, or more prompts for this concept)"
+            else:
+                reason = "the score is NaN"
+            failures.append(f"{label} is NaN, gate {gate} = {minimum:g}: {reason}")
+        elif value < minimum:
+            failures.append(f"{label} {value:.4f} < {gate} {minimum:.4f} (short by {minimum - value:.4f})")
+    record.failures = failures
+    record.passed = not failures and record.error is None
+    return failures
+
+
+def failure_report(record: Record) -> str:
+    """A multi-line assertion-style message: case, failing scores, prompt, patch counts."""
+    extras = record.extras
+    lines = [f"MaSC gate failed: {record.suite} / {record.concept} / case {record.case_id!r}"]
+    lines += [f"  {failure}" for failure in record.failures]
+    scores = ", ".join(
+        f"{key}={value:.4f}" if _finite(value) else f"{key}=nan" for key, value in record.scores.items()
+    )
+    lines.append(f"  scores: {scores}")
+    if record.distractor_prompts:
+        best = max(
+            ((p, v) for p, v in record.distractor_prompts.items() if _finite(v)),
+            key=lambda pv: pv[1], default=None,
+        )
+        if best is not None:
+            lines.append(f"  best distractor: {best[0]!r} PF {best[1]:.4f}")
+    stripped = extras.get("prompt_text", record.prompt)
+    lines.append(f"  prompt: {record.prompt!r} -> PF text {stripped!r}")
+    if record.subject and not extras.get("subject_found", True):
+        lines.append(f"  note: subject {record.subject!r} does not occur in the prompt, so nothing was stripped")
+    if extras.get("prompt_truncated"):
+        lines.append("  note: the PF text was longer than the text tower's context and was truncated")
+    if "ref_patches" in extras:
+        lines.append(
+            "  patches: reference {rf}/{rt} foreground ({rg}), output {of}/{ot} foreground ({og}), {bg} background pooled".format(
+                rf=extras.get("ref_foreground_patches"), rt=extras.get("ref_patches"),
+                rg="x".join(map(str, extras.get("ref_grid", []))),
+                of=extras.get("out_foreground_patches"), ot=extras.get("out_patches"),
+                og="x".join(map(str, extras.get("out_grid", []))),
+                bg=extras.get("background_patches"),
+            )
+        )
+    lines.append(f"  image: {record.image}")
+    if record.panel:
+        lines.append(f"  panel: {record.panel}")
+    return "\n".join(lines)

@@ -1,0 +1,679 @@
+"""DreamBench++ (yuangpeng/dreambench_plus) as published: reference images, samples, human ratings.
+
+Layout read (all paths relative to ``root``), as written by the published code
+(``dreambench_plus/dreambench_plus_dataset.py``, ``generate_images.py``, ``merge_data.py``,
+``benchmarking.py``, ``constants.py``, ``krippendorff_analysis.py``, commit df0b960)::
+
+    data/images/<category>/<id>.jpg          reference image; category in animal, human, object, style
+    data/captions/<category>/<id>.txt        line 1: subject name; lines 2..: the prompts (9)
+    samples/<method_dir>/src_image/<collection_id>/<prompt_index>_<seed>.jpg   (copy of the reference)
+    samples/<method_dir>/tgt_image/<collection_id>/<prompt_index>_<seed>.jpg   generated image
+    samples/<method_dir>/text/<collection_id>/<prompt_index>_<seed>.txt        its prompt
+    data_human_rating/merged_data/<group>/<method>-cp.json    {"<collection_id>-<prompt_index>": 0..4}
+    data_human_rating/merged_data/<group>/<method>-pf.json
+
+* ``collection_id`` is ``<category>_<id>_<subject>`` with ``animal``/``human`` written
+  ``live_subject_animal``/``live_subject_human`` and the subject lower-cased, spaces as
+  ``_`` (``live_subject_animal_00_kitten``). Subjects may hold ``-`` (``spider-man``), so a
+  rating key is split on its *last* ``-``.
+* ``<method>`` in the rating files is the display name lower-cased with spaces and ``-`` as
+  ``_`` (``DreamBooth LoRA SDXL`` -> ``dreambooth_lora_sdxl``); sample directories add the
+  generation settings (``dreambooth_lora_sdxl_gs7_5_step100_seed42_torch_float16``). A
+  method's sample directory is, in order: the one given in ``methods={name: dir}``,
+  ``samples/<name>``, the published one in :data:`PUBLISHED_METHODS`, or the only
+  ``samples/<name>_*`` directory.
+* Only seed 0 (``<prompt_index>_0``) was rated; other seeds are ignored.
+* Captions: the published loader reads ``data/captions/``; a ``.txt`` beside the image (same
+  stem) is accepted as well (checked second).
+* The reference image is ``data/images/...`` (the original file; ``src_image`` holds
+  re-encoded copies of it), so one reference mask serves all of a subject's samples.
+* Human ratings may be ``null`` (missing); a unit a group did not rate is NaN for that group.
+
+Masks are not part of DreamBench++ (the MaSC paper used SAM3 masks). They are read from a
+directory mirroring the image paths relative to ``root``, with any image extension:
+``<masks>/data/images/<category>/<id>.png`` and
+``<masks>/samples/<method_dir>/tgt_image/<collection_id>/<prompt_index>_0.png``.
+
+A unit is one rated (method, key). It is dropped, and counted under :data:`DROP_REASONS`,
+when its subject has no reference image, its seed-0 output is missing, a mask is missing,
+or a mask covers ``min_mask_fraction`` of its image or less (mean foreground weight).
+Style subjects (category ``style``) are kept for concept preservation and excluded from
+prompt following (their PF ratings are NaN and ``pf_applies`` is False).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Union
+
+import numpy as np
+
+from ..errors import InputError
+from ..types import Sample
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+CATEGORIES = ("animal", "human", "object", "style")
+DIMENSIONS = ("concept", "prompt")
+RATING_FILES = {"concept": "cp", "prompt": "pf"}
+SCALE_MAX = 4
+
+#: Rating-file method name -> sample directory, from the published ``constants.METHODS``.
+PUBLISHED_METHODS = {
+    "textual_inversion_sd": "textual_inversion_sd_gs7_5_step100_seed42_torch_float16",
+    "dreambooth_sd": "dreambooth_sd_gs7_5_step100_seed42_torch_float16",
+    "dreambooth_lora_sdxl": "dreambooth_lora_sdxl_gs7_5_step100_seed42_torch_float16",
+    "blip_diffusion": "blip_diffusion_gs7_5_step100_seed42_torch_float16",
+    "emu2": "emu2_gs3_step50_seed42_torch_bfloat16",
+    "ip_adapter_plus_vit_h_sdxl": "ip_adapter_plus_vit_h_sdxl_scale0_6_gs7_5_step100_seed42_torch_float16",
+    "ip_adapter_vit_g_sdxl": "ip_adapter_vit_g_sdxl_scale0_6_gs7_5_step100_seed42_torch_float16",
+}
+
+#: Why a unit was dropped (keys of ``ProtocolData.dropped``, always all present).
+DROP_REASONS = (
+    "missing_reference",
+    "missing_output",
+    "missing_ref_mask",
+    "missing_out_mask",
+    "small_ref_mask",
+    "small_out_mask",
+)
+
+
+def method_name(display_name: str) -> str:
+    """The rating-file name of a method: ``"DreamBooth LoRA SDXL"`` -> ``"dreambooth_lora_sdxl"``."""
+    return display_name.replace(" ", "_").replace("-", "_").lower()
+
+
+def collection_id(category: str, index: str, subject: str) -> str:
+    """``<category>_<index>_<subject>`` as the published loader builds it."""
+    prefix = f"live_subject_{category}" if category in ("animal", "human") else category
+    return "_".join([prefix, index, subject.lower().replace(" ", "_")])
+
+
+def parse_key(key: str, where: str = "ratings") -> tuple[str, int]:
+    """``"live_subject_animal_00_kitten-3"`` -> ``("live_subject_animal_00_kitten", 3)``."""
+    cid, sep, index = key.rpartition("-")
+    if not sep or not cid or not index.isdigit():
+        raise InputError(f"{where}: key {key!r} is not '<collection_id>-<prompt_index>'")
+    return cid, int(index)
+
+
+@dataclass(frozen=True)
+class Collection:
+    """One reference subject: its image, name and prompts."""
+
+    collection_id: str
+    category: str
+    index: str
+    subject: str
+    prompts: tuple[str, ...]
+    image: Path
+    caption: Path
+
+
+@dataclass(frozen=True)
+class DreamBenchUnit:
+    """Metadata of one kept unit (one rated seed-0 output of one method)."""
+
+    method: str
+    key: str
+    collection_id: str
+    category: str
+    subject: str
+    prompt_index: int
+    prompt: str
+    pf_applies: bool
+    ref_image: Path
+    ref_mask: Path
+    out_image: Path
+    out_mask: Path
+
+
+@dataclass
+class ProtocolData:
+    """A loaded human-alignment protocol.
+
+    Attributes:
+        samples: one :class:`~pytest_masc.Sample` per kept unit, in unit order.
+        units: per-unit metadata, same order.
+        ratings: ``{"concept": (G, n), "prompt": (G, n)}`` float arrays on ``0..4``, NaN
+            where a group did not rate a unit (and for PF of style units).
+        groups: the ``G`` rater-group names (rows of the rating arrays).
+        dropped: counts by reason (:data:`DROP_REASONS`).
+        methods: the methods loaded, in order; ``method_dirs`` their sample directories.
+        scale_max: top of the rating scale (4).
+    """
+
+    samples: list[Sample]
+    units: list[DreamBenchUnit]
+    ratings: dict[str, np.ndarray]
+    groups: tuple[str, ...]
+    dropped: dict[str, int]
+    methods: tuple[str, ...]
+    method_dirs: dict[str, Optional[Path]] = field(default_factory=dict)
+    root: Optional[Path] = None
+    scale_max: float = SCALE_MAX
+
+    def __len__(self) -> int:
+        return len(self.units)
+
+    @property
+    def method_of(self) -> np.ndarray:
+        """``(n,)`` method name of each unit."""
+        return np.asarray([u.method for u in self.units], dtype=object)
+
+    @property
+    def pf_applies(self) -> np.ndarray:
+        """``(n,)`` bool: prompt following is judged for this unit (not a style subject)."""
+        return np.asarray([u.pf_applies for u in self.units], dtype=bool)
+
+    def summary(self) -> str:
+        """One line: units, methods, groups and the drops by reason."""
+        drops = ", ".join(f"{k} {v}" for k, v in self.dropped.items() if v) or "none"
+        return (
+            f"{len(self)} units, {len(self.methods)} methods, {len(self.groups)} rater groups; "
+            f"dropped {sum(self.dropped.values())} ({drops})"
+        )
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def find_image(directory: Path, stem: str) -> Optional[Path]:
+    """``directory/<stem>.<ext>`` for the first image extension that exists (any case)."""
+    for ext in IMAGE_EXTENSIONS:
+        for candidate in (directory / f"{stem}{ext}", directory / f"{stem}{ext.upper()}"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _mirror(masks: Path, root: Path, image: Path) -> Optional[Path]:
+    relative = image.relative_to(root)
+    return find_image(masks / relative.parent, relative.stem)
+
+
+def read_collections(root: Union[str, os.PathLike]) -> dict[str, Collection]:
+    """Every reference subject under ``root/data/images``, by collection id (sorted).
+
+    Raises:
+        InputError: no ``data/images`` directory, a reference without a caption file, an
+            empty caption, or two images with the same collection id.
+    """
+    root = Path(root)
+    images_dir = root / "data" / "images"
+    if not images_dir.is_dir():
+        raise InputError(f"{images_dir}: DreamBench++ reference image directory not found")
+    collections: dict[str, Collection] = {}
+    for category_dir in sorted(p for p in images_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for image in sorted(category_dir.iterdir()):
+            if image.suffix.lower() not in IMAGE_EXTENSIONS or image.name.startswith("."):
+                continue
+            candidates = [
+                root / "data" / "captions" / category_dir.name / f"{image.stem}.txt",
+                image.with_suffix(".txt"),
+            ]
+            caption = next((c for c in candidates if c.is_file()), None)
+            if caption is None:
+                raise InputError(
+                    f"{image}: no caption file for this reference image (looked for "
+                    f"{candidates[0]} and {candidates[1]})"
+                )
+            try:
+                lines = [line.strip() for line in caption.read_text(encoding="utf-8").splitlines()]
+            except (OSError, UnicodeDecodeError) as error:
+                raise InputError(f"{caption}: cannot read caption file ({error})") from None
+            if not lines or not lines[0]:
+                raise InputError(f"{caption}: caption file is empty; its first line must be the subject name")
+            subject = lines[0]
+            cid = collection_id(category_dir.name, image.stem, subject)
+            if cid in collections:
+                raise InputError(f"{image}: collection {cid!r} also comes from {collections[cid].image}")
+            collections[cid] = Collection(
+                collection_id=cid,
+                category=category_dir.name,
+                index=image.stem,
+                subject=subject,
+                prompts=tuple(line for line in lines[1:] if line),
+                image=image,
+                caption=caption,
+            )
+    return dict(sorted(collections.items()))
+
+
+def read_ratings(path: Union[str, os.PathLike], scale_max: float = SCALE_MAX) -> dict[str, float]:
+    """One merged rating file: ``{key: rating}`` with ``null`` as NaN.
+
+    Raises:
+        InputError: malformed JSON, not an object, a key not ``<collection_id>-<index>``, a
+            rating that is not a number in ``[0, scale_max]``; the message names the file.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: cannot read human rating file ({error})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InputError(
+            f"{path}: malformed JSON in human rating file ({error.msg} at line {error.lineno}, column {error.colno})"
+        ) from None
+    if not isinstance(data, dict):
+        raise InputError(
+            f"{path}: human rating file must hold a JSON object of key -> rating, got {type(data).__name__}"
+        )
+    ratings = {}
+    for key, value in data.items():
+        parse_key(key, str(path))
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            ratings[key] = math.nan
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(
+                f"{path}: rating of {key!r} is {value!r}, not a number (merged data holds one number per key)"
+            )
+        if not 0 <= value <= scale_max:
+            raise InputError(f"{path}: rating of {key!r} is {value}, outside 0..{scale_max:g}")
+        ratings[key] = float(value)
+    return ratings
+
+
+def _rating_files(root: Path) -> tuple[tuple[str, ...], dict[str, dict[str, dict[str, Path]]]]:
+    """Groups and ``{method: {dimension: {group: path}}}`` under data_human_rating/merged_data."""
+    merged = root / "data_human_rating" / "merged_data"
+    if not merged.is_dir():
+        return (), {}
+    groups = tuple(sorted(p.name for p in merged.iterdir() if p.is_dir() and not p.name.startswith(".")))
+    files: dict[str, dict[str, dict[str, Path]]] = {}
+    for group in groups:
+        for path in sorted((merged / group).glob("*.json")):
+            for dimension, suffix in RATING_FILES.items():
+                if path.name.endswith(f"-{suffix}.json"):
+                    method = path.name[: -len(f"-{suffix}.json")]
+                    files.setdefault(method, {}).setdefault(dimension, {})[group] = path
+    return groups, files
+
+
+def _sample_dir(root: Path, name: str, explicit: Optional[Union[str, os.PathLike]]) -> Optional[Path]:
+    samples = root / "samples"
+    if explicit is not None:
+        path = Path(explicit)
+        path = path if path.is_absolute() else samples / path
+        if not path.is_dir():
+            raise InputError(f"{path}: sample directory of method {name!r} not found")
+        return path
+    if (samples / name).is_dir():
+        return samples / name
+    published = PUBLISHED_METHODS.get(name)
+    if published and (samples / published).is_dir():
+        return samples / published
+    if not samples.is_dir():
+        return None
+    matches = sorted(p for p in samples.iterdir() if p.is_dir() and p.name.startswith(f"{name}_"))
+    if len(matches) > 1:
+        raise InputError(
+            f"{samples}: several sample directories could be method {name!r} "
+            f"({', '.join(p.name for p in matches)}); pass methods={{{name!r}: '<directory>'}}"
+        )
+    return matches[0] if matches else None
+
+
+def _mask_fraction(path: Path, cache: dict[Path, float]) -> float:
+    if path not in cache:
+        from ..inputs import load_mask
+
+        cache[path] = float(np.mean(load_mask(path, "mask")))
+    return cache[path]
+
+
+def load_dreambench_plus(
+    root: Union[str, os.PathLike],
+    masks: Union[str, os.PathLike],
+    methods: Optional[Union[Iterable[str], Mapping[str, Union[str, os.PathLike]]]] = None,
+    min_mask_fraction: float = 0.05,
+    *,
+    rated_only: Optional[bool] = None,
+) -> ProtocolData:
+    """Load DreamBench++ units, their masks and the human ratings (layout: module docstring).
+
+    Args:
+        root: the DreamBench++ checkout holding ``data/``, ``samples/`` and
+            ``data_human_rating/``.
+        masks: directory mirroring the image paths relative to ``root`` (any image extension).
+        methods: rating-file method names to load (``["emu2", "blip_diffusion"]``), or
+            ``{name: sample_dir}`` (a directory name under ``samples/`` or a path); ``None``
+            loads every method with rating files (or, without ratings, every sample directory).
+        min_mask_fraction: a unit whose reference or output mask covers this fraction of its
+            image or less is dropped (the paper: 0.05).
+        rated_only: ``True`` keeps the keys some group rated; ``False`` also keeps every other
+            seed-0 output found (NaN ratings); ``None``: ``True`` for a method with rating
+            files, ``False`` for one without (e.g. your own method's samples).
+
+    Returns:
+        :class:`ProtocolData`; units sorted by method (in ``methods`` order), collection id
+        and prompt index.
+
+    Raises:
+        InputError: a malformed rating or caption file (named), a requested method with
+            neither ratings nor samples, no reference directory.
+    """
+    root = Path(root)
+    masks = Path(masks)
+    if not masks.is_dir():
+        raise InputError(f"{masks}: mask directory not found")
+    if not 0.0 <= float(min_mask_fraction) < 1.0:
+        raise ValueError(f"min_mask_fraction must be in [0, 1), got {min_mask_fraction}")
+    collections = read_collections(root)
+    groups, files = _rating_files(root)
+
+    if methods is None:
+        if files:
+            names = sorted(files)
+        else:
+            samples_dir = root / "samples"
+            names = sorted(p.name for p in samples_dir.iterdir() if p.is_dir()) if samples_dir.is_dir() else []
+        explicit: dict[str, Any] = {}
+    elif isinstance(methods, Mapping):
+        names, explicit = list(methods), dict(methods)
+    else:
+        if isinstance(methods, str):
+            raise TypeError("methods must be a list of method names or a {name: sample_dir} mapping, not one str")
+        names, explicit = list(methods), {}
+    if len(set(names)) != len(names):
+        raise ValueError(f"methods lists a method twice: {names}")
+
+    dropped = {reason: 0 for reason in DROP_REASONS}
+    units: list[DreamBenchUnit] = []
+    rating_rows: dict[str, list[list[float]]] = {d: [] for d in DIMENSIONS}
+    fractions: dict[Path, float] = {}
+    method_dirs: dict[str, Optional[Path]] = {}
+    for name in names:
+        sample_dir = _sample_dir(root, name, explicit.get(name))
+        method_dirs[name] = sample_dir
+        method_files = files.get(name, {})
+        if sample_dir is None and not method_files:
+            raise InputError(
+                f"{root}: method {name!r} has no rating files under data_human_rating/merged_data/<group>/ "
+                f"and no sample directory under samples/"
+            )
+        tables = {
+            dimension: {group: read_ratings(path) for group, path in method_files.get(dimension, {}).items()}
+            for dimension in DIMENSIONS
+        }
+        keys = {key for per_group in tables.values() for table in per_group.values() for key in table}
+        all_outputs = not method_files if rated_only is None else not rated_only
+        if all_outputs and sample_dir is not None and (sample_dir / "tgt_image").is_dir():
+            for cdir in (sample_dir / "tgt_image").iterdir():
+                for image in cdir.glob("*_0.*") if cdir.is_dir() else ():
+                    prefix = image.stem[: -len("_0")]
+                    if image.suffix.lower() in IMAGE_EXTENSIONS and prefix.isdigit():
+                        keys.add(f"{cdir.name}-{int(prefix)}")
+        for key in sorted(keys, key=parse_key):
+            cid, prompt_index = parse_key(key)
+            collection = collections.get(cid)
+            if collection is None:
+                dropped["missing_reference"] += 1
+                continue
+            out_image = find_image(sample_dir / "tgt_image" / cid, f"{prompt_index}_0") if sample_dir else None
+            if out_image is None:
+                dropped["missing_output"] += 1
+                continue
+            ref_mask = _mirror(masks, root, collection.image)
+            if ref_mask is None:
+                dropped["missing_ref_mask"] += 1
+                continue
+            out_mask = _mirror(masks, root, out_image)
+            if out_mask is None:
+                dropped["missing_out_mask"] += 1
+                continue
+            if _mask_fraction(ref_mask, fractions) <= min_mask_fraction:
+                dropped["small_ref_mask"] += 1
+                continue
+            if _mask_fraction(out_mask, fractions) <= min_mask_fraction:
+                dropped["small_out_mask"] += 1
+                continue
+            prompt = _prompt(sample_dir, collection, cid, prompt_index)
+            pf_applies = collection.category != "style"
+            units.append(
+                DreamBenchUnit(
+                    method=name,
+                    key=key,
+                    collection_id=cid,
+                    category=collection.category,
+                    subject=collection.subject,
+                    prompt_index=prompt_index,
+                    prompt=prompt,
+                    pf_applies=pf_applies,
+                    ref_image=collection.image,
+                    ref_mask=ref_mask,
+                    out_image=out_image,
+                    out_mask=out_mask,
+                )
+            )
+            for dimension in DIMENSIONS:
+                row = [tables[dimension].get(group, {}).get(key, math.nan) for group in groups]
+                if dimension == "prompt" and not pf_applies:
+                    row = [math.nan] * len(groups)
+                rating_rows[dimension].append(row)
+
+    ratings = {
+        dimension: np.asarray(rows, dtype=np.float64).reshape(len(units), len(groups)).T.copy()
+        for dimension, rows in rating_rows.items()
+    }
+    samples = [
+        Sample(u.ref_image, u.ref_mask, u.out_image, u.out_mask, u.prompt, u.subject) for u in units
+    ]
+    return ProtocolData(
+        samples=samples,
+        units=units,
+        ratings=ratings,
+        groups=groups,
+        dropped=dropped,
+        methods=tuple(names),
+        method_dirs=method_dirs,
+        root=root,
+    )
+
+
+def _prompt(sample_dir: Path, collection: Collection, cid: str, prompt_index: int) -> str:
+    text_file = sample_dir / "text" / cid / f"{prompt_index}_0.txt"
+    if text_file.is_file():
+        try:
+            lines = text_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise InputError(f"{text_file}: cannot read prompt file ({error})") from None
+        if lines and lines[0].strip():
+            return lines[0].strip()
+    if 0 <= prompt_index < len(collection.prompts):
+        return collection.prompts[prompt_index]
+    raise InputError(
+        f"{text_file}: no prompt for {cid}-{prompt_index} (file missing or empty, and "
+        f"{collection.caption} has {len(collection.prompts)} prompts)"
+    )
+
+
+# --------------------------------------------------------------------------- fixture tree
+
+
+@dataclass(frozen=True)
+class DreamBenchFixture:
+    """What :func:`write_dreambench_fixture` wrote, and the special cases it planted."""
+
+    root: Path
+    masks: Path
+    methods: tuple[str, ...]
+    groups: tuple[str, ...]
+    n_rated: int  # rated (method, key) pairs in the rating files
+    missing_rating: tuple[str, str, str, str]  # (group, method, dimension, key) left unrated
+    missing_mask: Path  # an output mask that is not written
+    tiny_mask: Path  # an output mask covering about 1 % of its image
+    style_collection: str
+    malformed: Optional[Path]  # the broken rating file, when asked for
+
+
+_FIXTURE_SUBJECTS = (
+    # category, id, subject, colour (RGB), shape
+    ("animal", "00", "dog", (150, 90, 40), "ellipse"),
+    ("animal", "01", "cat", (120, 120, 130), "rectangle"),
+    ("object", "00", "t-shirt", (200, 30, 40), "triangle"),
+    ("style", "00", "ukiyo-e", (30, 60, 160), "stripes"),
+)
+_FIXTURE_PROMPTS = ("a {} on the beach", "a {} in the snow", "a watercolor painting of a {}")
+_FIXTURE_METHODS = {
+    "blip_diffusion": PUBLISHED_METHODS["blip_diffusion"],
+    "emu2": PUBLISHED_METHODS["emu2"],
+}
+
+
+def _draw(rng: np.random.Generator, size: tuple[int, int], background, colour, shape: str, scale: float):
+    """An RGB array ``(H, W, 3)`` with one shape on a noisy background, and its bool mask."""
+    height, width = size
+    image = np.empty((height, width, 3), dtype=np.float64)
+    image[:] = background
+    image += rng.normal(0, 12, size=image.shape)
+    yy, xx = np.mgrid[0:height, 0:width]
+    cy = rng.uniform(0.4, 0.6) * height
+    cx = rng.uniform(0.4, 0.6) * width
+    ry, rx = scale * height / 2, scale * width / 2
+    if shape == "ellipse":
+        mask = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+    elif shape == "triangle":
+        mask = (yy >= cy - ry) & (yy <= cy + ry) & (abs(xx - cx) <= (yy - (cy - ry)) / 2 * rx / ry)
+    else:  # rectangle, or stripes: a striped block
+        mask = (abs(yy - cy) <= ry) & (abs(xx - cx) <= rx)
+    image[mask] = colour
+    if shape == "stripes":
+        image[mask & ((xx // 4) % 2 == 0)] = 245
+    image[mask] += rng.normal(0, 8, size=(int(mask.sum()), 3))
+    return np.clip(image, 0, 255).astype(np.uint8), mask
+
+
+def write_dreambench_fixture(
+    directory: Union[str, os.PathLike], seed: int = 0, *, malformed_json: bool = False
+) -> DreamBenchFixture:
+    """Write a small DreamBench++ tree in the published layout, with masks and ratings.
+
+    The tree (``directory/dreambench_plus``) holds four subjects (``animal/00`` dog,
+    ``animal/01`` cat, ``object/00`` t-shirt, ``style/00`` ukiyo-e), three prompts each, two
+    methods (``blip_diffusion``, ``emu2``, with their published sample directory names),
+    seeds 0 and 1 (1 is never rated), and two rater groups. Masks (``directory/masks``)
+    mirror the image paths. Planted cases: ``group_2`` did not rate one key, one output mask
+    is missing, one output mask covers about 1 % of its image, the style subject has no PF;
+    ``malformed_json=True`` also writes a truncated rating file.
+
+    Images are tiny noisy JPEG drawings (64x64 references, 64 wide x 80 high outputs) with
+    PNG masks; a CP rating follows how much of the subject's colour the output keeps, a PF
+    rating a latent grade per output, each plus per-group noise (so the groups agree).
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    directory = Path(directory)
+    root = directory / "dreambench_plus"
+    masks = directory / "masks"
+    groups = ("group_1", "group_2")
+
+    def save(array: np.ndarray, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".jpg":
+            Image.fromarray(array).save(path, quality=95)
+        else:
+            Image.fromarray(array).save(path)
+
+    references = {}
+    for category, index, subject, colour, shape in _FIXTURE_SUBJECTS:
+        image, mask = _draw(rng, (64, 64), (220, 220, 210), colour, shape, 0.6)
+        save(image, root / "data" / "images" / category / f"{index}.jpg")
+        save(mask.astype(np.uint8) * 255, masks / "data" / "images" / category / f"{index}.png")
+        captions = root / "data" / "captions" / category / f"{index}.txt"
+        captions.parent.mkdir(parents=True, exist_ok=True)
+        named = subject if category != "style" else f"cat in {subject} style"
+        prompts = [p.format(named) for p in _FIXTURE_PROMPTS]
+        captions.write_text("\n".join([subject, *prompts]) + "\n", encoding="utf-8")
+        references[collection_id(category, index, subject)] = (category, subject, colour, shape, image, prompts)
+
+    ratings: dict[tuple[str, str, str], dict[str, Any]] = {}
+    style_cid = collection_id("style", "00", "ukiyo-e")
+    missing_mask = tiny_mask = None
+    for method, sample_dir_name in _FIXTURE_METHODS.items():
+        sample_dir = root / "samples" / sample_dir_name
+        sample_dir.mkdir(parents=True, exist_ok=True)
+        (sample_dir / "negative_prompt.txt").write_text("", encoding="utf-8")
+        for cid, (category, subject, colour, shape, ref, prompts) in references.items():
+            for prompt_index, prompt in enumerate(prompts):
+                quality = rng.uniform(0.0, 1.0)  # how much of the subject's colour survives
+                following = rng.uniform(0.0, 1.0)  # the raters' latent prompt-following grade
+                background = tuple(int(v) for v in rng.integers(40, 230, size=3))
+                mixed = quality * np.asarray(colour) + (1 - quality) * rng.integers(0, 255, 3)
+                drawn_colour = tuple(int(v) for v in mixed)
+                tiny = method == "emu2" and category == "object" and prompt_index == 0
+                for seed_index in (0, 1):
+                    out, out_mask = _draw(rng, (80, 64), background, drawn_colour, shape, 0.15 if tiny else 0.55)
+                    stem = f"{prompt_index}_{seed_index}"
+                    save(ref, sample_dir / "src_image" / cid / f"{stem}.jpg")
+                    save(out, sample_dir / "tgt_image" / cid / f"{stem}.jpg")
+                    text = sample_dir / "text" / cid / f"{stem}.txt"
+                    text.parent.mkdir(parents=True, exist_ok=True)
+                    text.write_text(prompt, encoding="utf-8")
+                    if seed_index == 0:
+                        mask_path = masks / "samples" / sample_dir_name / "tgt_image" / cid / f"{stem}.png"
+                        if method == "blip_diffusion" and subject == "cat" and prompt_index == 2:
+                            missing_mask = mask_path
+                        else:
+                            save(out_mask.astype(np.uint8) * 255, mask_path)
+                        if tiny:
+                            tiny_mask = mask_path
+                key = f"{cid}-{prompt_index}"
+                for group in groups:
+                    cp = int(np.clip(round(4 * quality + rng.normal(0, 0.6)), 0, 4))
+                    pf = int(np.clip(round(4 * following + rng.normal(0, 0.6)), 0, 4))
+                    ratings.setdefault((group, method, "cp"), {})[key] = cp
+                    ratings.setdefault((group, method, "pf"), {})[key] = pf
+
+    missing_key = f"{collection_id('animal', '00', 'dog')}-1"
+    del ratings[("group_2", "emu2", "cp")][missing_key]
+    n_rated = len(ratings[("group_1", "emu2", "cp")]) * len(_FIXTURE_METHODS)
+    for (group, method, suffix), table in ratings.items():
+        path = root / "data_human_rating" / "merged_data" / group / f"{method}-{suffix}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(dict(sorted(table.items())), indent=4), encoding="utf-8")
+    malformed = None
+    if malformed_json:
+        malformed = root / "data_human_rating" / "merged_data" / "group_2" / "emu2-pf.json"
+        malformed.write_text(malformed.read_text(encoding="utf-8")[:-40], encoding="utf-8")
+    assert missing_mask is not None and tiny_mask is not None
+    return DreamBenchFixture(
+        root=root,
+        masks=masks,
+        methods=tuple(_FIXTURE_METHODS),
+        groups=groups,
+        n_rated=n_rated,
+        missing_rating=("group_2", "emu2", "concept", missing_key),
+        missing_mask=missing_mask,
+        tiny_mask=tiny_mask,
+        style_collection=style_cid,
+        malformed=malformed,
+    )
+
+
+__all__ = [
+    "CATEGORIES",
+    "Collection",
+    "DROP_REASONS",
+    "DreamBenchFixture",
+    "DreamBenchUnit",
+    "PUBLISHED_METHODS",
+    "ProtocolData",
+    "collection_id",
+    "find_image",
+    "load_dreambench_plus",
+    "method_name",
+    "parse_key",
+    "read_collections",
+    "read_ratings",
+    "write_dreambench_fixture",
+]

@@ -1,0 +1,446 @@
+"""The pytest plugin, end to end with ``pytester`` on a tiny random-weight checkpoint."""
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def _write_png(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def make_images(root: Path, seed: int = 0) -> None:
+    """refs/dog.png (+mask), out/*.png (+masks): random pixels, rectangular masks."""
+    rng = np.random.default_rng(seed)
+    _write_png(root / "refs/dog.png", rng.integers(0, 256, (64, 96, 3), dtype=np.uint8))
+    ref_mask = np.zeros((64, 96), np.uint8)
+    ref_mask[10:50, 20:70] = 255
+    _write_png(root / "refs/dog_mask.png", ref_mask)
+    _write_png(root / "refs/dog2.png", rng.integers(0, 256, (80, 60, 3), dtype=np.uint8))
+    ref2_mask = np.zeros((80, 60), np.uint8)
+    ref2_mask[20:70, 10:50] = 255
+    _write_png(root / "refs/dog2_mask.png", ref2_mask)
+    for name, (h, w) in {"beach": (80, 80), "snow": (96, 64), "city": (48, 112)}.items():
+        _write_png(root / f"out/{name}.png", rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        mask = np.zeros((h, w), np.uint8)
+        mask[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 255
+        _write_png(root / f"out/{name}_mask.png", mask)
+    _write_png(root / "out/empty_mask.png", np.zeros((64, 96), np.uint8))
+    _write_png(root / "out/full_mask.png", np.full((80, 80), 255, np.uint8))
+
+
+SUITE = """
+[suite]
+name = "dog-release"
+min_concept = 0.0
+
+[concepts.dog]
+subject = "dog"
+reference = "refs/dog.png"
+reference_mask = "refs/dog_mask.png"
+
+[[cases]]
+id = "dog-beach"
+concept = "dog"
+prompt = "a dog on the beach"
+image = "out/beach.png"
+mask = "out/beach_mask.png"
+
+[[cases]]
+concept = "dog"
+prompt = "a dog in the snow"
+image = "out/snow.png"
+mask = "out/snow_mask.png"
+
+[[cases]]
+id = "dog-self"
+concept = "dog"
+prompt = "a dog in the city"
+image = "refs/dog.png"
+mask = "refs/dog_mask.png"
+min_concept = 0.999
+"""
+
+
+@pytest.fixture
+def suite_dir(pytester: pytest.Pytester) -> Path:
+    make_images(pytester.path)
+    (pytester.path / "pytest.ini").write_text("[pytest]\n")  # rootdir here: node ids start at the suite file
+    (pytester.path / "masc_dogs.toml").write_text(SUITE)
+    return pytester.path
+
+
+def run(pytester: pytest.Pytester, model: Path, *args: str, subprocess: bool = False):
+    # One token: pytest would take a separate existing path argument into its rootdir search.
+    arguments = ["--masc", f"--masc-model={model}", "-p", "no:cacheprovider", *args]
+    if subprocess:
+        return pytester.runpytest_subprocess(*arguments)
+    return pytester.runpytest(*arguments)
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+# --------------------------------------------------------------------------- switch
+
+
+def test_without_masc_gates_are_skipped_and_torch_is_not_imported(pytester, suite_dir):
+    pytester.makepyfile(test_gate=textwrap.dedent("""
+        import pytest
+
+        @pytest.mark.masc(reference="refs/dog.png", reference_mask="refs/dog_mask.png", min_concept=0.5)
+        def test_gate(masc):
+            masc.check(image="out/beach.png", mask="out/beach_mask.png", prompt="a dog")
+
+        def test_plain():
+            assert True
+    """))
+    pytester.makeconftest(textwrap.dedent("""
+        import sys
+
+        def pytest_terminal_summary(terminalreporter):
+            heavy = sorted(m for m in ("torch", "transformers") if m in sys.modules)
+            terminalreporter.write_line(f"HEAVY-MODULES={heavy}")
+    """))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rs")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*MaSC gates are off: pass --masc to run them*"])
+    assert "HEAVY-MODULES=[]" in result.stdout.lines
+    collected = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--collect-only", "-q")
+    assert "masc_dogs.toml" not in collected.stdout.str()
+
+
+def test_suite_cases_collected_with_masc(pytester, suite_dir, tiny_model_dir):
+    result = run(pytester, tiny_model_dir, "--collect-only", "-q")
+    result.stdout.fnmatch_lines([
+        "*masc_dogs.toml::dog-beach",
+        "*masc_dogs.toml::dog-2",
+        "*masc_dogs.toml::dog-self",
+    ])
+
+
+# --------------------------------------------------------------------------- suites
+
+
+def test_toml_suite_pass_fail_and_summary(pytester, suite_dir, tiny_model_dir):
+    (suite_dir / "masc_dogs.toml").write_text(SUITE + textwrap.dedent("""
+        [[cases]]
+        id = "dog-strict"
+        concept = "dog"
+        prompt = "a dog in the city"
+        image = "out/city.png"
+        mask = "out/city_mask.png"
+        min_concept = 0.999
+    """))
+    result = run(pytester, tiny_model_dir, "--masc-json", "out.json")
+    result.assert_outcomes(passed=3, failed=1)
+    assert result.ret == 1
+    output = result.stdout.str()
+    assert "MaSC gate failed: dog-release / dog / case 'dog-strict'" in output
+    assert "concept preservation (CP)" in output and "< min_concept 0.9990" in output
+    assert "PF text 'in the city'" in output
+    assert "patches: reference" in output and "background pooled" in output
+    result.stdout.fnmatch_lines([
+        "*MaSC summary*",
+        "model *tiny-siglip2-naflex*device cpu, dtype float32, 1024 patches",
+        "images encoded 4, *",
+        "suite*concept*cases*pass*mean CP*min CP*mean PF*min margin",
+        "dog-release*dog*4*3*",
+    ])
+    data = read_json(suite_dir / "out.json")
+    records = {r["case_id"]: r for r in data["records"]}
+    assert set(records) == {"dog-beach", "dog-2", "dog-self", "dog-strict"}
+    assert records["dog-self"]["scores"]["concept"] == pytest.approx(1.0, abs=1e-5)
+    assert records["dog-self"]["passed"] is True
+    assert records["dog-strict"]["passed"] is False
+    assert records["dog-strict"]["gates"] == {"min_concept": 0.999}
+    assert records["dog-beach"]["gates"] == {"min_concept": 0.0}
+
+
+def test_all_passing_suite_exits_zero(pytester, suite_dir, tiny_model_dir):
+    result = run(pytester, tiny_model_dir)
+    result.assert_outcomes(passed=3)
+    assert result.ret == 0
+
+
+def test_csv_suite_matches_toml_suite(pytester, suite_dir, tiny_model_dir):
+    (suite_dir / "cases.csv").write_text(textwrap.dedent("""\
+        id,concept,prompt,image,mask,min_concept,distractors
+        dog-beach,dog,a dog on the beach,out/beach.png,out/beach_mask.png,,
+        dog-2,dog,a dog in the snow,out/snow.png,out/snow_mask.png,,
+        dog-self,dog,a dog in the city,refs/dog.png,refs/dog_mask.png,0.999,
+    """))
+    (suite_dir / "masc_csv.toml").write_text(textwrap.dedent("""
+        cases = "cases.csv"
+        [suite]
+        name = "dog-release-csv"
+        min_concept = 0.0
+        [concepts.dog]
+        subject = "dog"
+        reference = "refs/dog.png"
+        reference_mask = "refs/dog_mask.png"
+    """))
+    result = run(pytester, tiny_model_dir, "--masc-json", "out.json")
+    result.assert_outcomes(passed=6)
+    records = read_json(suite_dir / "out.json")["records"]
+    by_suite = {}
+    for record in records:
+        by_suite.setdefault(record["suite"], {})[record["case_id"]] = record
+    assert set(by_suite) == {"dog-release", "dog-release-csv"}
+    for case_id, record in by_suite["dog-release"].items():
+        twin = by_suite["dog-release-csv"][case_id]
+        assert twin["scores"] == pytest.approx(record["scores"], abs=1e-6)
+        assert twin["gates"] == record["gates"]
+
+
+def test_margin_uses_other_prompts_of_the_concept(pytester, suite_dir, tiny_model_dir):
+    result = run(pytester, tiny_model_dir, "--masc-json", "out.json")
+    assert result.ret == 0
+    records = {r["case_id"]: r for r in read_json(suite_dir / "out.json")["records"]}
+    beach = records["dog-beach"]
+    assert set(beach["distractor_prompts"]) == {"a dog in the snow", "a dog in the city"}
+    expected = beach["scores"]["prompt"] - max(beach["distractor_prompts"].values())
+    assert beach["scores"]["prompt_margin"] == pytest.approx(expected, abs=1e-6)
+    assert beach["extras"]["prompt_text"] == "on the beach"
+
+
+def test_margin_gate_with_explicit_distractors(pytester, suite_dir, tiny_model_dir):
+    """A margin gate of +0.5 cannot pass here: cosines of one image to two prompts differ far less."""
+    suite = SUITE + textwrap.dedent("""
+        [[cases]]
+        id = "dog-margin"
+        concept = "dog"
+        prompt = "a dog on the beach"
+        image = "out/beach.png"
+        mask = "out/beach_mask.png"
+        distractors = ["a dog in a kitchen"]
+        min_prompt_margin = 0.5
+    """)
+    (suite_dir / "masc_dogs.toml").write_text(suite)
+    result = run(pytester, tiny_model_dir)
+    result.assert_outcomes(passed=3, failed=1)
+    output = result.stdout.str()
+    assert "prompt-following margin" in output and "< min_prompt_margin 0.5000" in output
+    assert "best distractor: 'a dog in a kitchen'" in output
+
+
+def test_several_references_average_concept(pytester, suite_dir, tiny_model_dir):
+    (suite_dir / "masc_dogs.toml").write_text(SUITE.replace(
+        'reference = "refs/dog.png"\nreference_mask = "refs/dog_mask.png"',
+        'reference = ["refs/dog.png", "refs/dog2.png"]\nreference_mask = ["refs/dog_mask.png", "refs/dog2_mask.png"]',
+    ).replace("min_concept = 0.999", "min_concept = 0.0"))
+    result = run(pytester, tiny_model_dir, "--masc-json", "out.json")
+    result.assert_outcomes(passed=3)
+    for record in read_json(suite_dir / "out.json")["records"]:
+        per_reference = record["concept_per_reference"]
+        assert len(per_reference) == 2
+        assert record["scores"]["concept"] == pytest.approx(sum(per_reference) / 2, abs=1e-6)
+
+
+def test_bad_image_errors_that_case_and_others_still_run(pytester, suite_dir, tiny_model_dir):
+    (suite_dir / "out/snow.png").write_bytes(b"not a png at all")
+    result = run(pytester, tiny_model_dir)
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*MaSC error in *dog-2*snow.png*not an image*"])
+
+
+def test_empty_reference_mask_fails_every_case_with_reason(pytester, suite_dir, tiny_model_dir):
+    _write_png(suite_dir / "refs/dog_mask.png", np.zeros((64, 96), np.uint8))
+    result = run(pytester, tiny_model_dir)
+    result.assert_outcomes(failed=3)
+    assert "reference mask is empty" in result.stdout.str()
+
+
+def test_full_output_mask_explains_nan_prompt_following(pytester, suite_dir, tiny_model_dir):
+    (suite_dir / "masc_dogs.toml").write_text(SUITE + textwrap.dedent("""
+        [[cases]]
+        id = "dog-full"
+        concept = "dog"
+        prompt = "a dog on the beach"
+        image = "out/beach.png"
+        mask = "out/full_mask.png"
+        min_prompt = -1.0
+    """))
+    result = run(pytester, tiny_model_dir)
+    result.assert_outcomes(passed=3, failed=1)
+    assert "no background is left to pool for PF" in result.stdout.str()
+
+
+def test_collection_error_names_file_case_and_field(pytester, suite_dir, tiny_model_dir):
+    (suite_dir / "masc_dogs.toml").write_text(SUITE.replace('id = "dog-beach"', 'id = "dog-beach"\nmin_concpet = 0.3'))
+    result = run(pytester, tiny_model_dir)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*masc_dogs.toml*dog-beach*min_concpet*did you mean 'min_concept'*"])
+
+
+def test_artifacts_panel_written_for_failing_case(pytester, suite_dir, tiny_model_dir):
+    (suite_dir / "masc_dogs.toml").write_text(SUITE.replace("min_concept = 0.999", "min_concept = 1.0").replace(
+        'image = "refs/dog.png"', 'image = "out/city.png"').replace('mask = "refs/dog_mask.png"\nmin', 'mask = "out/city_mask.png"\nmin'))
+    result = run(pytester, tiny_model_dir, "--masc-artifacts", "panels")
+    result.assert_outcomes(passed=2, failed=1)
+    panels = list((suite_dir / "panels").glob("*.png"))
+    assert len(panels) == 1 and "dog-self" in panels[0].name
+    with Image.open(panels[0]) as panel:
+        assert panel.height > 200 and panel.width > 3 * 100
+    assert f"panel: {panels[0]}" in result.stdout.str()
+
+
+# --------------------------------------------------------------------------- python tests
+
+
+def test_marker_tests_pass_fail_and_return_score(pytester, suite_dir, tiny_model_dir):
+    pytester.makepyfile(test_gates=textwrap.dedent("""
+        import math
+        import pytest
+
+        @pytest.mark.masc(reference="refs/dog.png", reference_mask="refs/dog_mask.png", subject="dog",
+                          min_concept=0.0, distractors=["a dog in the snow"])
+        def test_passes(masc):
+            score = masc.check(image="out/beach.png", mask="out/beach_mask.png", prompt="a dog on the beach")
+            assert -1 <= score.concept <= 1
+            assert math.isclose(score.prompt_margin, score.prompt - score.distractor_prompts["a dog in the snow"], abs_tol=1e-6)
+
+        @pytest.mark.masc(reference="refs/dog.png", reference_mask="refs/dog_mask.png", subject="dog", min_concept=0.9999)
+        def test_fails(masc):
+            masc.check(image="out/beach.png", mask="out/beach_mask.png", prompt="a dog on the beach")
+
+        def test_override_in_check(masc):
+            score = masc.check(image="refs/dog.png", mask="refs/dog_mask.png", prompt="a dog",
+                               reference="refs/dog.png", reference_mask="refs/dog_mask.png", min_concept=0.999)
+            assert score.concept == pytest.approx(1.0, abs=1e-5)
+    """))
+    (suite_dir / "masc_dogs.toml").unlink()
+    result = run(pytester, tiny_model_dir, "--masc-json", "out.json")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*MaSC gate failed: *test_gates.py / dog / case 'test_fails'*"])
+    kinds = {r["case_id"]: r["kind"] for r in read_json(suite_dir / "out.json")["records"]}
+    assert kinds == {"test_passes": "python", "test_fails": "python", "test_override_in_check": "python"}
+
+
+def test_unknown_marker_kwarg_is_a_usage_error(pytester, tiny_model_dir):
+    pytester.makepyfile(test_typo=textwrap.dedent("""
+        import pytest
+
+        @pytest.mark.masc(reference="r.png", reference_mask="m.png", min_concpt=0.5)
+        def test_typo(masc):
+            pass
+    """))
+    for args in ([], ["--masc", f"--masc-model={tiny_model_dir}"]):
+        result = pytester.runpytest("-p", "no:cacheprovider", *args)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines(["*unknown @pytest.mark.masc argument 'min_concpt' (did you mean 'min_concept'?)*"])
+
+
+def test_segmenter_fixture_supplies_masks(pytester, suite_dir, tiny_model_dir):
+    pytester.makeconftest(textwrap.dedent("""
+        import numpy as np
+        import pytest
+        from PIL import Image
+
+        CALLS = []
+
+        @pytest.fixture
+        def masc_segmenter():
+            def segment(image):
+                CALLS.append(str(image))
+                width, height = Image.open(image).size
+                mask = np.zeros((height, width), np.uint8)
+                mask[height // 4: 3 * height // 4, width // 4: 3 * width // 4] = 255
+                return mask
+            return segment
+    """))
+    pytester.makepyfile(test_seg=textwrap.dedent("""
+        import pytest
+        from conftest import CALLS
+
+        @pytest.mark.masc(reference="refs/dog.png", reference_mask="refs/dog_mask.png", min_concept=0.0)
+        def test_segmented(masc):
+            score = masc.check(image="out/beach.png", prompt="a dog on the beach")
+            assert len(CALLS) == 1 and CALLS[0].endswith("beach.png")
+            assert score.extras["out_foreground_patches"] > 0
+    """))
+    (suite_dir / "masc_dogs.toml").unlink()
+    run(pytester, tiny_model_dir).assert_outcomes(passed=1)
+
+
+def test_missing_model_gives_clear_error(pytester, suite_dir, tmp_path):
+    result = pytester.runpytest("--masc", f"--masc-model={tmp_path / 'no-such-model'}", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=3)
+    result.stdout.fnmatch_lines(["*cannot load the SigLIP2 checkpoint*no-such-model*"])
+
+
+def test_ini_options(pytester, suite_dir, tiny_model_dir):
+    (pytester.path / "pytest.ini").write_text(textwrap.dedent(f"""
+        [pytest]
+        masc_model = {tiny_model_dir}
+        masc_max_patches = 256
+        masc_json = from-ini.json
+    """))
+    result = pytester.runpytest("--masc", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
+    data = read_json(suite_dir / "from-ini.json")
+    assert data["runs"][0]["max_num_patches"] == 256
+    assert data["runs"][0]["model"] == str(tiny_model_dir)
+
+
+# --------------------------------------------------------------------------- baselines and xdist
+
+
+def test_baseline_update_then_regression_fails_the_session(pytester, suite_dir, tiny_model_dir):
+    baseline = suite_dir / "baseline.json"
+    first = run(pytester, tiny_model_dir, "--masc-baseline=baseline.json", "--masc-update-baseline")
+    assert first.ret == 0
+    data = read_json(baseline)
+    assert set(data["cases"]) == {"masc_dogs.toml::dog-beach", "masc_dogs.toml::dog-2", "masc_dogs.toml::dog-self"}
+    assert "dog-release::dog" in data["concepts"]
+    first.stdout.fnmatch_lines(["*baseline written to*baseline.json (3 cases)*"])
+
+    same = run(pytester, tiny_model_dir, "--masc-baseline=baseline.json")
+    assert same.ret == 0
+    same.stdout.fnmatch_lines(["*no concept dropped more than 0.02*"])
+
+    data["concepts"]["dog-release::dog"]["concept"] += 0.05
+    baseline.write_text(json.dumps(data))
+    worse = run(pytester, tiny_model_dir, "--masc-baseline=baseline.json")
+    worse.assert_outcomes(passed=3)
+    assert worse.ret == 1
+    worse.stdout.fnmatch_lines(["*REGRESSION dog-release::dog: mean CP * dropped 0.05* below the baseline*"])
+    tolerant = run(pytester, tiny_model_dir, "--masc-baseline=baseline.json", "--masc-max-drop", "0.1")
+    assert tolerant.ret == 0
+
+
+def test_update_baseline_refused_with_several_workers(pytester, suite_dir, tiny_model_dir):
+    result = run(pytester, tiny_model_dir, "-n", "2", "--masc-baseline", "b.json", "--masc-update-baseline")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--masc-update-baseline is refused with 2 xdist workers*"])
+
+
+def test_xdist_two_workers_give_the_same_records(pytester, suite_dir, tiny_model_dir):
+    pytester.makepyfile(test_gates=textwrap.dedent("""
+        import pytest
+
+        @pytest.mark.masc(reference="refs/dog.png", reference_mask="refs/dog_mask.png", subject="dog", min_concept=0.0)
+        def test_gate(masc):
+            masc.check(image="out/city.png", mask="out/city_mask.png", prompt="a dog in the city")
+    """))
+    single = run(pytester, tiny_model_dir, "--masc-json", "one.json", subprocess=True)
+    single.assert_outcomes(passed=4)
+    double = run(pytester, tiny_model_dir, "-n", "2", "--masc-json", "two.json", subprocess=True)
+    double.assert_outcomes(passed=4)
+    double.stdout.fnmatch_lines(["*MaSC summary*", "dog-release*dog*3*3*"])
+    one, two = read_json(suite_dir / "one.json"), read_json(suite_dir / "two.json")
+    assert len(two["records"]) == 4
+    assert [r["nodeid"] for r in one["records"]] == [r["nodeid"] for r in two["records"]]
+    for a, b in zip(one["records"], two["records"]):
+        assert a["scores"] == pytest.approx(b["scores"], abs=1e-5)
+        assert {k: v for k, v in a.items() if k != "scores"} == {k: v for k, v in b.items() if k != "scores"}
+    assert len(one["summary"]["concepts"]) == len(two["summary"]["concepts"]) == 2
+    for a, b in zip(one["summary"]["concepts"], two["summary"]["concepts"]):
+        assert a == pytest.approx(b, abs=1e-5)
