@@ -71,6 +71,7 @@ def finish_session(state: "MascSession") -> bool:
     state.suite_findings.extend(_check_suite_gates(state, summary))
     summary["suite_findings"] = list(state.suite_findings)
     summary["baseline_regressions"] = list(state.baseline_findings)
+    summary["protocols"] = list(state.protocol_tables)
     failed = failed or bool(state.suite_findings)
     if settings.json is not None:
         write_json(settings.json, records, state.worker_runs, summary)
@@ -82,7 +83,7 @@ def summary_lines(state: "MascSession") -> list[str]:
     from .report import format_summary
 
     records = state.sorted_records()
-    if not records and not state.worker_runs:
+    if not records and not state.worker_runs and not state.protocol_tables:
         return []
     summary = _summary(state)
     lines = format_summary(records, state.worker_runs, summary["agreement"])
@@ -94,6 +95,9 @@ def summary_lines(state: "MascSession") -> list[str]:
             lines += [f"  REGRESSION {finding}" for finding in state.baseline_findings]
         else:
             lines.append(f"baseline {state.settings.baseline}: no concept dropped more than {state.settings.max_drop:g}")
+    for table in state.protocol_tables:
+        lines.append(f"protocol {table['kind']} ({table['suite']}):")
+        lines += [f"  {line}" for line in table["table"].splitlines()]
     for finding in state.suite_findings:
         lines.append(f"SUITE GATE FAILED {finding}")
     errors = [r for r in records if r.error]

@@ -113,7 +113,14 @@ class MascSuiteFile(pytest.File):
             suite = load_suite(self.path)
         except SuiteError as error:
             raise self.CollectError(f"MaSC suite error: {error}") from None
-        if suite.suite_gates:
+        if suite.protocol:
+            from .protocol_item import MascProtocolItem
+
+            yield MascProtocolItem.from_parent(
+                self, name=suite.protocol["kind"], protocol=suite.protocol,
+                suite_name=suite.name, suite_gates=suite.suite_gates,
+            )
+        elif suite.suite_gates:  # alpha gates over the cases' human ratings, checked at session end
             self.config.stash[SESSION_KEY].suite_gates[suite.name] = dict(suite.suite_gates)
         for case in suite.cases:
             yield MascCaseItem.from_parent(

@@ -74,10 +74,18 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector):
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     enabled = config.stash[SESSION_KEY].settings.enabled
     skip = pytest.mark.skip(reason="MaSC gates are off: pass --masc to run them")
     grouped = enabled and config.pluginmanager.hasplugin("xdist")
+    protocol = config.stash[SESSION_KEY].settings.protocol
+    if enabled and protocol:
+        from .protocol_item import MascProtocolItem
+
+        items.append(MascProtocolItem.from_parent(
+            session, name=f"masc-protocol-{protocol['kind']}",
+            protocol=protocol, suite_name=protocol["kind"], suite_gates={},
+        ))
     for item in items:
         if item.get_closest_marker("masc") is not None:
             problem = validate_marker(item)
@@ -100,6 +108,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         workeroutput["masc_records"] = json.dumps([r.as_dict() for r in state.records])
         workeroutput["masc_run"] = json.dumps(state.run_metadata() if state.model_loaded else {})
         workeroutput["masc_suite_gates"] = json.dumps(state.suite_gates)
+        workeroutput["masc_protocols"] = json.dumps(state.protocol_tables)
+        workeroutput["masc_findings"] = json.dumps(state.suite_findings)
         return
     if state.model_loaded:
         state.worker_runs.append(state.run_metadata())
@@ -120,6 +130,8 @@ def pytest_testnodedown(node, error) -> None:
 
     state.records.extend(Record.from_dict(r) for r in json.loads(output["masc_records"]))
     state.suite_gates.update(json.loads(output.get("masc_suite_gates") or "{}"))
+    state.protocol_tables.extend(json.loads(output.get("masc_protocols") or "[]"))
+    state.suite_findings.extend(json.loads(output.get("masc_findings") or "[]"))
     run = json.loads(output.get("masc_run") or "{}")
     if run:
         state.worker_runs.append(run)

@@ -16,6 +16,7 @@ import pytest
 
 from .errors import MaSCError
 from .gates import Record, evaluate_gates
+from .protocol_item import parse_protocol_option
 
 if TYPE_CHECKING:
     from .items import MascCaseItem
@@ -38,8 +39,8 @@ OPTIONS: dict[str, tuple[str, Any, Any, str]] = {
     "baseline": ("masc_baseline", str, None, "baseline JSON file to compare against (or to write with --masc-update-baseline)"),
     "max_drop": ("masc_max_drop", float, 0.02, "fail when a concept's mean CP or PF drops more than this below the baseline"),
     "artifacts": ("masc_artifacts", str, None, "write a PNG panel for each failing case into this directory"),
-    "protocol": ("masc_protocol", str, None, "run a benchmark protocol as a suite: dreambench_plus=DATA_ROOT[,masks=DIR] or orida=DATA_ROOT"),
-    "baselines": ("masc_baselines", str, None, "extra baseline metrics for protocol tables: clip,dino"),
+    "protocol": ("masc_protocol", str, None, "run a benchmark protocol as a suite: dreambench_plus=ROOT,masks=DIR or orida=ROOT[,split=NAME]"),
+    "baselines": ("masc_baselines", str, None, "extra baseline metrics for protocol tables: clip,dino (NAME=MODEL to choose a checkpoint)"),
 }
 
 
@@ -59,8 +60,8 @@ class Settings:
     max_drop: float
     update_baseline: bool
     artifacts: Optional[Path]
-    protocol: Optional[str]
-    baselines: tuple[str, ...]
+    protocol: Optional[dict[str, str]]
+    baselines: dict[str, Optional[str]]
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> "Settings":
@@ -93,10 +94,7 @@ class Settings:
             raise pytest.UsageError(f"--masc-batch-size must be positive, got {values['batch_size']}")
         if values["max_drop"] < 0:
             raise pytest.UsageError(f"--masc-max-drop must be >= 0, got {values['max_drop']}")
-        baselines = tuple(b.strip() for b in (values["baselines"] or "").split(",") if b.strip())
-        unknown = sorted(set(baselines) - {"clip", "dino"})
-        if unknown:
-            raise pytest.UsageError(f"--masc-baselines: unknown {', '.join(unknown)} (choose from clip, dino)")
+        baselines = parse_baselines(values["baselines"])
         return cls(
             enabled=bool(config.getoption("masc")),
             model=values["model"],
@@ -110,9 +108,22 @@ class Settings:
             max_drop=values["max_drop"],
             update_baseline=bool(config.getoption("masc_update_baseline")),
             artifacts=path(values["artifacts"]),
-            protocol=values["protocol"],
+            protocol=parse_protocol_option(values["protocol"]) if values["protocol"] else None,
             baselines=baselines,
         )
+
+
+def parse_baselines(value: Optional[str]) -> dict[str, Optional[str]]:
+    """``"clip,dino"`` or ``"clip=/models/clip,dino"`` -> ``{"clip": "/models/clip", "dino": None}``."""
+    baselines: dict[str, Optional[str]] = {}
+    for part in (value or "").split(","):
+        name, _, model = part.strip().partition("=")
+        if not name:
+            continue
+        if name not in ("clip", "dino"):
+            raise pytest.UsageError(f"--masc-baselines: unknown baseline {name!r} (choose from clip, dino; NAME=MODEL sets its checkpoint)")
+        baselines[name] = model.strip() or None
+    return baselines
 
 
 def worker_index(config: pytest.Config) -> Optional[int]:
@@ -141,6 +152,7 @@ class MascSession:
     _model_error: Optional[BaseException] = None
     _suite_scores: dict[str, Any] = field(default_factory=dict)  # nodeid -> list[Score] | Exception
     suite_gates: dict[str, dict[str, float]] = field(default_factory=dict)  # suite name -> suite-level gates
+    protocol_tables: list[dict[str, Any]] = field(default_factory=list)  # printed in the summary
     load_seconds: float = 0.0
     score_seconds: float = 0.0
 

@@ -35,7 +35,9 @@ in it is relative to the directory of the suite file, including the paths in a c
     [protocol]                               # optional: cases come from a benchmark dataset
     kind = "dreambench_plus"                 # or "orida"
     root = "data/dreambench_plus"
-    masks = "data/dreambench_plus_masks"     # optional
+    masks = "data/dreambench_plus_masks"     # required for dreambench_plus
+    split = "test"                           # ORIDa: split (default "test"), n_subjects (50),
+    min_backgrounds = 10                     #   min_backgrounds (10): the paper's protocol
 
 Top-level keys: ``suite``, ``concepts``, ``cases``, ``protocol``; any other key, at any level,
 is an error that suggests the closest known key.
@@ -155,7 +157,7 @@ _CONCEPT_KEYS = ("subject", "reference", "reference_mask")
 _CASE_KEYS = ("id", "concept", "prompt", "image", "mask", *GATE_KEYS, "human", "distractors")
 _CASE_REQUIRED = ("concept", "prompt", "image", "mask")
 _HUMAN_KEYS = ("concept", "prompt")
-_PROTOCOL_KEYS = ("kind", "root", "masks")
+_PROTOCOL_KEYS = ("kind", "root", "masks", "split", "n_subjects", "min_backgrounds")
 #: Columns of a cases CSV.
 CSV_COLUMNS = ("id", "concept", "prompt", "image", "mask", *GATE_KEYS, "distractors", "human_concept", "human_prompt")
 _GATE_RANGES = {key: (-1.0, 1.0) for key in (*GATE_KEYS, "min_alpha_concept", "min_alpha_prompt")}
@@ -475,6 +477,15 @@ class _Parser:
                 if self.check_files and not path.is_dir():
                     _fail(where, f"{key} directory {table[key].strip()!r} not found (looked for {path})")
                 protocol[key] = str(path)
+        if "split" in table:
+            protocol["split"] = _text(where, "split", table["split"])
+        for key in ("n_subjects", "min_backgrounds"):
+            if key in table:
+                if isinstance(table[key], bool) or not isinstance(table[key], int) or table[key] < 1:
+                    _fail(where, f"{key} must be a positive integer, got {table[key]!r}")
+                protocol[key] = str(table[key])
+        if kind == "dreambench_plus" and "masks" not in protocol:
+            _fail(where, "kind 'dreambench_plus' needs masks = DIR (a directory of masks mirroring the image paths)")
         return protocol
 
     # -- cases ----------------------------------------------------------------------
