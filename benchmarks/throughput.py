@@ -31,13 +31,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import itertools
 import json
-import math
 import multiprocessing
 import os
 import platform
 import resource
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -319,33 +320,86 @@ def synchronize(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def reset_peak(device) -> None:
-    """Start a new peak-memory window (CUDA only: the CPU's peak RSS cannot be reset)."""
-    import torch
-
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
+def module_bytes(module) -> int:
+    """Bytes held by a module's parameters and buffers."""
+    return sum(t.numel() * t.element_size() for t in itertools.chain(module.parameters(), module.buffers()))
 
 
-def peak_memory(device) -> dict[str, Any]:
-    """Peak device memory since :func:`reset_peak` (CUDA), or the process's peak RSS (CPU)."""
-    import torch
+class PeakMemory:
+    """Peak memory of one timed call.
 
-    if device.type == "cuda":
-        return {"kind": "torch.cuda.max_memory_allocated", "gib": torch.cuda.max_memory_allocated(device) / 2**30}
-    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return {"kind": "peak RSS of the process so far", "gib": rss_kib / 2**20}
+    On CUDA: the model's own weights plus the peak of what the call allocated on top of
+    what was already allocated (other models loaded in the process do not count), from
+    ``torch.cuda.max_memory_allocated``. On the CPU, whose peak cannot be reset: the
+    process's peak RSS so far (``resource.getrusage``), every loaded model included.
+    """
+
+    def __init__(self, device, own_bytes: int) -> None:
+        self.device = device
+        self.own_bytes = own_bytes
+
+    def __enter__(self) -> "PeakMemory":
+        import torch
+
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+            self.before = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import torch
+
+        if self.device.type == "cuda":
+            extra = torch.cuda.max_memory_allocated(self.device) - self.before
+            self.gib = (self.own_bytes + extra) / 2**30
+            self.kind = "weights + peak extra torch.cuda.max_memory_allocated"
+        else:
+            self.gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+            self.kind = "peak RSS of the whole process so far"
 
 
-def timed(device, function: Callable[[], Any]) -> tuple[float, Any]:
-    """Run ``function`` between two device synchronisations; return (seconds, its result)."""
-    synchronize(device)
-    start = time.perf_counter()
-    result = function()
-    synchronize(device)
-    return time.perf_counter() - start, result
+@dataclass
+class Phase:
+    """One thing to time: ``run()`` does ``units`` of work (samples or images) once."""
+
+    name: str
+    unit: str
+    units: int
+    run: Callable[[], Any]
+    own_bytes: int
+    walls: list[float] = dataclasses.field(default_factory=list)
+    cpus: list[float] = dataclasses.field(default_factory=list)
+    memory_gib: float = 0.0
+    memory_kind: str = ""
+    result: Any = None
+
+    def measure(self, device) -> None:
+        """One timed round between device synchronisations: wall and process CPU seconds."""
+        with PeakMemory(device, self.own_bytes) as memory:
+            synchronize(device)
+            wall, cpu = time.perf_counter(), time.process_time()
+            self.result = self.run()
+            synchronize(device)
+            self.walls.append(time.perf_counter() - wall)
+            self.cpus.append(time.process_time() - cpu)
+        self.memory_gib, self.memory_kind = max(self.memory_gib, memory.gib), memory.kind
+
+    def summary(self) -> dict[str, Any]:
+        """Rates from the fastest and the median round, and CPU seconds per unit."""
+        best, median = min(self.walls), statistics.median(self.walls)
+        return {
+            "unit": self.unit,
+            "units": self.units,
+            "rounds_wall_s": self.walls,
+            "rounds_cpu_s": self.cpus,
+            f"{self.unit}_per_s_best": self.units / best,
+            f"{self.unit}_per_s_median": self.units / median,
+            f"cpu_s_per_{self.unit[:-1]}": statistics.median(self.cpus) / self.units,
+            "peak_memory_gib": self.memory_gib,
+            "peak_memory_kind": self.memory_kind,
+        }
 
 
 def vision_flops(config, patches: int) -> float:
@@ -368,96 +422,83 @@ def device_peak_tflops(device, override: Optional[float]) -> tuple[Optional[floa
     if override:
         return override, "--peak-tflops"
     if device.type != "cuda":
-        return None, "unknown (not a GPU)"
+        return None, "unknown (not a GPU; pass --peak-tflops)"
     name = torch.cuda.get_device_name(device)
     for key, tflops in PEAK_BF16_TFLOPS:
         if key in name:
-            return tflops, f"dense bf16 peak of {key} (from the device name {name!r})"
+            return tflops, f"dense bf16 peak of the {key} (device name {name!r})"
     return None, f"unknown device {name!r}; pass --peak-tflops"
 
 
 def device_name(device) -> str:
-    """The GPU's name, or the CPU model from /proc/cpuinfo."""
+    """The GPU's name, or the CPU model from /proc/cpuinfo and the logical CPU count."""
     import torch
 
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} logical CPUs)"
+                model = line.split(":", 1)[1].strip()
+                break
     except OSError:
         pass
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} logical CPUs)"
+    return f"{model}, {os.cpu_count()} logical CPUs"
 
 
-def evenly_spaced(count: int, total: int) -> list[int]:
-    """``count`` indices spread evenly over ``range(total)`` (all of them if count >= total)."""
+def evenly_spaced(count: Optional[int], total: int) -> list[int]:
+    """``count`` indices spread evenly over ``range(total)`` (all of them when count is None or >= total)."""
     if count is None or count >= total:
         return list(range(total))
     return sorted({int(i * total / count) for i in range(count)})
 
 
-# --------------------------------------------------------------------------- the three runs
+# --------------------------------------------------------------------------- the runs
 
-def run_ours(masc, workload: Workload, warmup: int, device) -> dict[str, Any]:
-    """Time ``MaSC.score_many`` over every sample, after a warm-up on the first samples.
+def ours_phase(masc, workload: Workload, warmup: int, device) -> Phase:
+    """``MaSC.score_many`` over every sample; each round starts from empty caches.
 
-    The warm-up's cached encodings and texts are cleared, so the timed run encodes every
-    distinct image and prompt itself.
+    The warm-up scores the first samples; its cached encodings and texts are cleared so
+    every round encodes each distinct image and prompt itself (``masc.stats`` counts it).
     """
     if warmup:
         masc.score_many(workload.samples[:warmup])
         synchronize(device)
-    masc.clear_cache()
-    before = dataclasses.replace(masc.stats)
-    reset_peak(device)
-    seconds, scores = timed(device, lambda: masc.score_many(workload.samples))
-    after = masc.stats
-    work = {name: getattr(after, name) - getattr(before, name) for name in ("images_encoded", "texts_encoded")}
-    return {
-        "seconds": seconds,
-        "samples": len(workload.samples),
-        "samples_per_s": len(workload.samples) / seconds,
-        "images_per_s": work["images_encoded"] / seconds,
-        **work,
-        "peak_memory": peak_memory(device),
-        "scores": scores,
-    }
+
+    def run():
+        masc.clear_cache()
+        before = dataclasses.replace(masc.stats)
+        scores = masc.score_many(workload.samples)
+        work = {k: getattr(masc.stats, k) - getattr(before, k) for k in ("images_encoded", "texts_encoded")}
+        return scores, work
+
+    return Phase("ours", "samples", len(workload.samples), run, module_bytes(masc.model))
 
 
-def run_reference(reference, workload: Workload, indices: Sequence[int], warmup: int, device) -> dict[str, Any]:
-    """Time one ``reference.score`` per sample (PNG reading included) over ``indices``."""
-    import torch
+def reference_phase(name: str, reference, workload: Workload, indices: Sequence[int], warmup: int, device) -> Phase:
+    """One ``reference.score`` per sample over ``indices``, reading its PNGs as a user would."""
 
     def score(index: int):
         sample = workload.samples[index]
-        with Image.open(sample.ref_image) as ref_image, Image.open(sample.out_image) as out_image:
-            ref_mask = np.asarray(Image.open(sample.ref_mask))
-            out_mask = np.asarray(Image.open(sample.out_mask))
-            return reference.score(ref_image, ref_mask, out_image, out_mask, sample.prompt, object_name=sample.subject)
+        with Image.open(sample.ref_image) as ref_image, Image.open(sample.out_image) as out_image, \
+                Image.open(sample.ref_mask) as ref_mask, Image.open(sample.out_mask) as out_mask:
+            return reference.score(ref_image, np.asarray(ref_mask), out_image, np.asarray(out_mask),
+                                   sample.prompt, object_name=sample.subject)
 
     for index in indices[:warmup]:
         score(index)
-    reset_peak(device)
-    seconds, results = timed(device, lambda: [score(i) for i in indices])
-    return {
-        "dtype": str(next(reference.model.parameters()).dtype).removeprefix("torch."),
-        "seconds": seconds,
-        "samples": len(indices),
-        "samples_per_s": len(indices) / seconds,
-        "peak_memory": peak_memory(device),
-        "results": results,
-        "torch_threads": torch.get_num_threads(),
-    }
+    synchronize(device)
+    return Phase(name, "samples", len(indices), lambda: [score(i) for i in indices], module_bytes(reference.model))
 
 
-def run_encoder(masc, images: Sequence[str], batch_size: int, device) -> dict[str, Any]:
-    """Time the vision encoder alone on pre-processed, device-resident pixel batches.
+def encoder_phase(masc, images: Sequence[str], batch_size: int, device) -> tuple[Phase, float]:
+    """The vision encoder alone on pre-processed, device-resident pixel batches.
 
-    Images are preprocessed exactly as ours does (NaFlex, ``masc.max_num_patches``) and
-    batched ``batch_size`` at a time, each batch padded to its longest image, in the same
-    order ours encodes them; only the ``model.vision_model`` forwards are timed.
+    Images are preprocessed as ours does (NaFlex at ``masc.max_num_patches``, untimed) and
+    batched ``batch_size`` at a time in the given order, each batch padded to its longest
+    image; only the ``model.vision_model`` forwards are timed. Returns the phase and the
+    analytic FLOPs of one pass over the images (real patches only, padding not counted).
     """
     import torch
 
@@ -481,27 +522,18 @@ def run_encoder(masc, images: Sequence[str], batch_size: int, device) -> dict[st
         batches.append((pixel_values.to(device, masc.dtype), attention.to(device), shapes.to(device)))
     vision = masc.model.vision_model
 
-    def forward_all():
-        for pixel_values, attention, shapes in batches:
-            vision(pixel_values=pixel_values, pixel_attention_mask=attention, spatial_shapes=shapes)
+    def run():
+        with torch.inference_mode():
+            for pixel_values, attention, shapes in batches:
+                vision(pixel_values=pixel_values, pixel_attention_mask=attention, spatial_shapes=shapes)
+        return {"padding_fraction": 1 - sum(len(p) for p in patches) / sum(b[0].shape[0] * b[0].shape[1] for b in batches),
+                "mean_patches": sum(len(p) for p in patches) / len(patches)}
 
-    with torch.inference_mode():
-        pixel_values, attention, shapes = batches[0]
-        vision(pixel_values=pixel_values, pixel_attention_mask=attention, spatial_shapes=shapes)  # warm-up
-        reset_peak(device)
-        seconds, _ = timed(device, forward_all)
+    with torch.inference_mode():  # warm-up on the first batch
+        vision(pixel_values=batches[0][0], pixel_attention_mask=batches[0][1], spatial_shapes=batches[0][2])
+    synchronize(device)
     flops = sum(vision_flops(vision.config, len(p)) for p in patches)
-    padded = sum(b[0].shape[0] * b[0].shape[1] for b in batches)
-    return {
-        "seconds": seconds,
-        "images": len(images),
-        "images_per_s": len(images) / seconds,
-        "mean_patches": sum(len(p) for p in patches) / len(patches),
-        "padding_fraction": 1 - sum(len(p) for p in patches) / padded,
-        "flops": flops,
-        "tflops_per_s": flops / seconds / 1e12,
-        "peak_memory": peak_memory(device),
-    }
+    return Phase("encoder_only", "images", len(images), run, module_bytes(vision)), flops
 
 
 def compare(ours: Sequence[Any], reference: Sequence[Any], atol: float) -> dict[str, Any]:
@@ -511,12 +543,12 @@ def compare(ours: Sequence[Any], reference: Sequence[Any], atol: float) -> dict[
     for name, ours_name, ref_name in (("cp", "concept", "cp"), ("pf", "prompt", "pf")):
         a = np.array([getattr(s, ours_name) for s in ours], dtype=np.float64)
         b = np.array([getattr(r, ref_name) for r in reference], dtype=np.float64)
-        nan_mismatch = int((np.isnan(a) != np.isnan(b)).sum())
+        nan_mismatches = int((np.isnan(a) != np.isnan(b)).sum())
         both = ~np.isnan(a) & ~np.isnan(b)
         worst = float(np.abs(a[both] - b[both]).max()) if both.any() else 0.0
         report[f"{name}_max_abs_diff"] = worst
-        report[f"{name}_nan_mismatches"] = nan_mismatch
-        ok &= nan_mismatch == 0 and worst <= atol
+        report[f"{name}_nan_mismatches"] = nan_mismatches
+        ok = ok and nan_mismatches == 0 and worst <= atol
     report["ok"] = bool(ok)
     return report
 
@@ -524,38 +556,37 @@ def compare(ours: Sequence[Any], reference: Sequence[Any], atol: float) -> dict[
 # --------------------------------------------------------------------------- main
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    """Command-line flags; unset ones take the preset's values."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Command-line flags; those left unset take the preset's values."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
                         help="model size, device and workload defaults (default: cpu)")
-    parser.add_argument("--model", type=Path, help="an existing SigLIP2 NaFlex checkpoint directory instead of a random one")
+    parser.add_argument("--model", type=Path, help="an existing SigLIP2 NaFlex checkpoint directory instead of random weights")
     parser.add_argument("--device", help="torch device (default: the preset's; cuda falls back to cpu when absent)")
     parser.add_argument("--dtype", help="our model dtype (default: bfloat16 on CUDA, float32 on CPU)")
-    parser.add_argument("--batch-size", type=int, help="images per vision forward for ours and the encoder-only run")
-    parser.add_argument("--num-workers", type=int, help="our image-reading threads")
+    parser.add_argument("--batch-size", type=int, help="images per vision forward, ours and encoder-only (default: ours)")
+    parser.add_argument("--num-workers", type=int, help="our image-reading threads (default: ours)")
     parser.add_argument("--max-patches", type=int, default=1024, help="NaFlex patch budget (default 1024)")
-    parser.add_argument("--concepts", type=int, help="concepts (150 in DreamBench++)")
+    parser.add_argument("--concepts", type=int, help="concepts (DreamBench++: 150)")
     parser.add_argument("--prompts", type=int, help="prompts per concept (9)")
     parser.add_argument("--methods", type=int, help="methods, i.e. outputs per (concept, prompt) (7)")
-    parser.add_argument("--scale", type=float, help="keep about this fraction of the preset's samples (concepts first)")
+    parser.add_argument("--scale", type=float, help="keep about this fraction of the preset's samples (fewer concepts first)")
     parser.add_argument("--reference-samples", type=int,
-                        help="time the reference on this many evenly spaced samples (default: preset; cpu: all)")
+                        help="time the reference on this many evenly spaced samples (default: preset's; cpu: all)")
     parser.add_argument("--reference-bf16", action="store_true", help="also time the reference with its model in bfloat16")
     parser.add_argument("--skip-reference", action="store_true", help="time ours and the encoder only")
     parser.add_argument("--encoder-images", type=int,
-                        help="distinct images for the encoder-only run (default: preset; cpu: all)")
-    parser.add_argument("--warmup", type=int, help="warm-up samples before each timed run")
+                        help="evenly spaced distinct images for the encoder-only run (default: preset's; cpu: all)")
+    parser.add_argument("--warmup", type=int, help="warm-up samples before timing (default: preset's)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="timed rounds, each running every phase in turn (ours, encoder, reference); "
+                             "rates use the fastest round, speed-ups the median of per-round ratios")
     parser.add_argument("--peak-tflops", type=float, help="device bf16 peak for the utilisation figure")
     parser.add_argument("--atol", type=float, help="score tolerance (default 1e-4 when both run float32, else 2e-2)")
-    parser.add_argument("--workdir", type=Path, help="keep the checkpoint and PNGs here and reuse them (default: a temp dir, removed)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", type=Path,
+                        help="keep the checkpoint and PNGs here and reuse them (default: a temp dir, removed)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the images")
     parser.add_argument("--json", type=Path, help="write the results here")
     return parser.parse_args(argv)
-
-
-def fmt_memory(memory: dict[str, Any]) -> str:
-    """``1.23 GiB (kind)``."""
-    return f"{memory['gib']:.2f} GiB ({memory['kind']})"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -565,7 +596,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     import torch
 
-    from pytest_masc import MaSC
     from pytest_masc.scorer import resolve_device, resolve_dtype
 
     wanted_device = args.device or preset["device"]
@@ -575,6 +605,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     device = resolve_device(wanted_device)
     dtype = resolve_dtype(args.dtype, device)
     concepts, prompts, methods = workload_shape(preset, args)
+    warmup = args.warmup if args.warmup is not None else preset["warmup"]
+    if args.rounds < 1:
+        raise SystemExit("--rounds must be at least 1")
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="masc-throughput-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -582,78 +615,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         started = time.perf_counter()
         if args.model:
             model_dir = naflex_named(args.model, workdir)
-            architecture = "given checkpoint"
         else:
-            model_dir = build_checkpoint_in_subprocess(workdir / f"random-siglip2-{args.preset}-naflex", preset["model"], args.seed)
-            architecture = preset["model"]
-        print(f"checkpoint {model_dir} ready in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+            model_dir = build_checkpoint_in_subprocess(
+                workdir / f"random-siglip2-{args.preset}-naflex", preset["model"], args.seed
+            )
+        log(f"checkpoint {model_dir} ready in {time.perf_counter() - started:.1f} s")
         started = time.perf_counter()
-        workload = make_workload(workdir / f"workload-{concepts}x{prompts}x{methods}-s{args.seed}", concepts, prompts, methods, args.seed)
-        print(f"workload {workload.describe()} ready in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-
-        results: dict[str, Any] = {
-            "command": " ".join([Path(sys.executable).name, *sys.argv]),
-            "device": str(device),
-            "device_name": device_name(device),
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "model": str(args.model) if args.model else "random weights",
-            "architecture": architecture,
-            "max_patches": args.max_patches,
-            "workload": workload.describe(),
-        }
-
-        masc = MaSC.from_pretrained(
-            model_dir, device=device, dtype=dtype, max_num_patches=args.max_patches,
-            batch_size=args.batch_size, num_workers=args.num_workers, local_files_only=True,
+        workload = make_workload(
+            workdir / f"workload-{concepts}x{prompts}x{methods}-s{args.seed}", concepts, prompts, methods, args.seed
         )
-        results["ours_config"] = {**masc.describe(), "num_workers": masc.num_workers}
-        vision_config = masc.model.vision_model.config
-        results["vision_config"] = {k: getattr(vision_config, k) for k in
-                                    ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size")}
-        warmup = args.warmup if args.warmup is not None else preset["warmup"]
-
-        print("timing ours ...", file=sys.stderr)
-        ours = run_ours(masc, workload, warmup, device)
-        scores = ours.pop("scores")
-        results["ours"] = ours
-
-        encoder_count = args.encoder_images or preset["encoder_images"] or len(workload.distinct_images)
-        encoder_images = [workload.distinct_images[i] for i in evenly_spaced(encoder_count, len(workload.distinct_images))]
-        print(f"timing the vision encoder alone on {len(encoder_images)} images ...", file=sys.stderr)
-        encoder = run_encoder(masc, encoder_images, masc.batch_size, device)
-        results["encoder_only"] = encoder
-        # Our distinct images at the encoder's rate; FLOPs of our images estimated from the encoder's sample.
-        ours["percent_of_encoder_only"] = 100 * ours["images_per_s"] / encoder["images_per_s"]
-        ours["tflops_per_s"] = encoder["flops"] / encoder["images"] * ours["images_per_s"] / 1e12
-        peak, peak_source = device_peak_tflops(device, args.peak_tflops)
-        results["peak_bf16_tflops"] = {"value": peak, "source": peak_source}
-        if peak:
-            encoder["percent_of_peak"] = 100 * encoder["tflops_per_s"] / peak
-            ours["percent_of_peak"] = 100 * ours["tflops_per_s"] / peak
-        del masc
-        gc.collect()
-
-        if not args.skip_reference:
-            import masc as reference_package
-
-            count = args.reference_samples if args.reference_samples is not None else preset["reference_samples"]
-            indices = evenly_spaced(count, len(workload.samples)) if count != 0 else []
-            reference = reference_package.MaSC(model_id=str(model_dir), device=str(device), naflex_max_patches=args.max_patches)
-            runs = [("reference_fp32", None)] + ([("reference_bf16", torch.bfloat16)] if args.reference_bf16 else [])
-            for name, cast in runs:
-                if cast is not None:
-                    reference.model.to(dtype=cast)
-                print(f"timing the reference ({name}) on {len(indices)} samples ...", file=sys.stderr)
-                run = run_reference(reference, workload, indices, min(2, max(1, warmup)), device)
-                both_fp32 = cast is None and dtype == torch.float32
-                atol = args.atol if args.atol is not None else (1e-4 if both_fp32 else 2e-2)
-                run["agreement"] = compare([scores[i] for i in indices], run.pop("results"), atol)
-                run["ours_speedup"] = ours["samples_per_s"] / run["samples_per_s"]
-                results[name] = run
-            results["reference_package"] = reference_package.__version__
-            del reference
-            gc.collect()
+        log(f"{len(workload.samples)} samples, {len(workload.distinct_images)} images ready in "
+            f"{time.perf_counter() - started:.1f} s")
+        results = measure(args, preset, device, dtype, model_dir, workload, warmup)
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -662,40 +635,137 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    agreements = [results[k]["agreement"]["ok"] for k in ("reference_fp32", "reference_bf16") if k in results]
-    return 0 if all(agreements) else 1
+    return 0 if all(results[k]["agreement"]["ok"] for k in ("reference_fp32", "reference_bf16") if k in results) else 1
+
+
+def log(message: str) -> None:
+    """Progress on stderr, with a timestamp."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def measure(args, preset, device, dtype, model_dir: Path, workload: Workload, warmup: int) -> dict[str, Any]:
+    """Load both scorers, warm them up, time ``args.rounds`` rounds and gather the results."""
+    import torch
+
+    from pytest_masc import MaSC
+
+    masc = MaSC.from_pretrained(
+        model_dir, device=device, dtype=dtype, max_num_patches=args.max_patches,
+        batch_size=args.batch_size, num_workers=args.num_workers, local_files_only=True,
+    )
+    vision_config = masc.model.vision_model.config
+    results: dict[str, Any] = {
+        "command": " ".join(["python", *sys.argv]),
+        "device": str(device),
+        "device_name": device_name(device),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "load_average_start": os.getloadavg(),
+        "model": str(args.model) if args.model else f"random weights, preset {args.preset}",
+        "vision_config": {k: getattr(vision_config, k) for k in
+                          ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size")},
+        "ours_config": {**masc.describe(), "num_workers": masc.num_workers},
+        "workload": workload.describe(),
+        "rounds": args.rounds,
+    }
+
+    log("warming up ours and preparing the encoder-only batches")
+    phases = [ours_phase(masc, workload, warmup, device)]
+    encoder_count = args.encoder_images or preset["encoder_images"]
+    encoder_images = [workload.distinct_images[i] for i in evenly_spaced(encoder_count, len(workload.distinct_images))]
+    encoder, encoder_flops = encoder_phase(masc, encoder_images, masc.batch_size, device)
+    phases.append(encoder)
+
+    references = []
+    if not args.skip_reference:
+        import masc as reference_package
+
+        results["reference_package"] = reference_package.__version__
+        count = args.reference_samples if args.reference_samples is not None else preset["reference_samples"]
+        indices = evenly_spaced(count, len(workload.samples))
+        runs = [("reference_fp32", None)] + ([("reference_bf16", torch.bfloat16)] if args.reference_bf16 else [])
+        for name, cast in runs:
+            log(f"loading and warming up {name}")
+            reference = reference_package.MaSC(
+                model_id=str(model_dir), device=str(device), naflex_max_patches=args.max_patches, dtype=cast
+            )
+            phases.append(reference_phase(name, reference, workload, indices, min(warmup, 2), device))
+            references.append((name, cast, indices))
+
+    for round_ in range(args.rounds):
+        for phase in phases:
+            log(f"round {round_ + 1}/{args.rounds}: timing {phase.name} ({phase.units} {phase.unit})")
+            phase.measure(device)
+    results["load_average_end"] = os.getloadavg()
+
+    ours = phases[0]
+    scores, work = ours.result
+    results["ours"] = {**ours.summary(), **work, "images_per_s_best": work["images_encoded"] / min(ours.walls)}
+    results["encoder_only"] = {**encoder.summary(), **encoder.result, "flops_per_pass": encoder_flops}
+    flops_per_image = encoder_flops / encoder.units
+    peak, peak_source = device_peak_tflops(device, args.peak_tflops)
+    results["peak_bf16_tflops"] = {"value": peak, "source": peak_source}
+    for name, images_per_s in (("encoder_only", results["encoder_only"]["images_per_s_best"]),
+                               ("ours", results["ours"]["images_per_s_best"])):
+        tflops = flops_per_image * images_per_s / 1e12
+        results[name]["vision_tflops_per_s"] = tflops
+        results[name]["percent_of_peak"] = 100 * tflops / peak if peak else None
+    results["ours"]["percent_of_encoder_only"] = (
+        100 * results["ours"]["images_per_s_best"] / results["encoder_only"]["images_per_s_best"]
+    )
+
+    for phase, (name, cast, indices) in zip(phases[2:], references, strict=True):
+        both_fp32 = cast is None and dtype == torch.float32
+        atol = args.atol if args.atol is not None else (1e-4 if both_fp32 else 2e-2)
+        summary = phase.summary()
+        # Each round times ours and the reference minutes apart at most: their ratio is paired.
+        paired = [(phase.walls[r] / phase.units) / (ours.walls[r] / ours.units) for r in range(args.rounds)]
+        results[name] = {
+            **summary,
+            "dtype": "bfloat16" if cast is not None else "float32",
+            "agreement": compare([scores[i] for i in indices], phase.result, atol),
+            "ours_speedup_best": results["ours"]["samples_per_s_best"] / summary["samples_per_s_best"],
+            "ours_speedup_median_paired": statistics.median(paired),
+            "ours_speedup_cpu_time": summary["cpu_s_per_sample"] / results["ours"]["cpu_s_per_sample"],
+        }
+    return results
 
 
 def report(results: dict[str, Any]) -> None:
     """Print the measurements as a short table."""
-    ours, encoder = results["ours"], results["encoder_only"]
-    w = results["workload"]
+    ours, encoder, w = results["ours"], results["encoder_only"], results["workload"]
+    config = results["ours_config"]
     print(f"device: {results['device_name']} ({results['device']}), torch {results['torch']}, "
-          f"{results['torch_threads']} threads")
-    print(f"model: {results['model']}, vision {results['vision_config']}, ours dtype {results['ours_config']['dtype']}, "
-          f"batch {results['ours_config']['batch_size']}, workers {results['ours_config']['num_workers']}, "
-          f"max patches {results['max_patches']}")
+          f"{results['torch_threads']} threads, load average {results['load_average_start'][0]:.2f} -> "
+          f"{results['load_average_end'][0]:.2f}")
+    print(f"model: {results['model']}, vision {results['vision_config']}; ours: {config['dtype']}, "
+          f"batch {config['batch_size']}, {config['num_workers']} workers, {config['max_num_patches']} patches")
     print(f"workload: {w['concepts']} concepts x {w['prompts']} prompts x {w['methods']} methods = {w['samples']} samples, "
-          f"{w['distinct_references']} references, {w['distinct_outputs']} outputs, {w['distinct_prompts']} prompts")
-    print(f"ours:            {ours['samples_per_s']:9.2f} samples/s  ({ours['samples']} samples in {ours['seconds']:.1f} s, "
-          f"{ours['images_encoded']} images, {ours['texts_encoded']} texts encoded; {ours['images_per_s']:.2f} images/s) "
-          f"peak {fmt_memory(ours['peak_memory'])}")
+          f"{w['distinct_references']} references, {w['distinct_outputs']} outputs, {w['distinct_prompts']} prompts; "
+          f"{results['rounds']} round(s)")
+    print(f"{'ours':16} {ours['samples_per_s_best']:9.3f} samples/s (median {ours['samples_per_s_median']:.3f}; "
+          f"{ours['cpu_s_per_sample']:.3f} CPU-s/sample; {ours['images_encoded']} images, {ours['texts_encoded']} texts "
+          f"encoded) peak {ours['peak_memory_gib']:.2f} GiB ({ours['peak_memory_kind']})")
     for name in ("reference_fp32", "reference_bf16"):
-        if name in results:
-            run, agreement = results[name], results[name]["agreement"]
-            print(f"{name + ':':16} {run['samples_per_s']:9.2f} samples/s  ({run['samples']} samples in {run['seconds']:.1f} s) "
-                  f"peak {fmt_memory(run['peak_memory'])}")
-            print(f"    ours / {name}: {run['ours_speedup']:.2f}x; scores on {agreement['samples']} samples: "
-                  f"max |dCP| {agreement['cp_max_abs_diff']:.2e}, max |dPF| {agreement['pf_max_abs_diff']:.2e}, "
-                  f"NaN mismatches {agreement['cp_nan_mismatches'] + agreement['pf_nan_mismatches']} "
-                  f"(atol {agreement['atol']:g}): {'OK' if agreement['ok'] else 'MISMATCH'}")
+        if name not in results:
+            continue
+        run, agreement = results[name], results[name]["agreement"]
+        print(f"{name:16} {run['samples_per_s_best']:9.3f} samples/s (median {run['samples_per_s_median']:.3f}; "
+              f"{run['cpu_s_per_sample']:.3f} CPU-s/sample; {run['units']} samples) "
+              f"peak {run['peak_memory_gib']:.2f} GiB")
+        print(f"{'':16} ours is {run['ours_speedup_best']:.2f}x faster (best rounds; median of paired rounds "
+              f"{run['ours_speedup_median_paired']:.2f}x; CPU time {run['ours_speedup_cpu_time']:.2f}x)")
+        print(f"{'':16} scores on {agreement['samples']} samples: max |dCP| {agreement['cp_max_abs_diff']:.2e}, "
+              f"max |dPF| {agreement['pf_max_abs_diff']:.2e}, NaN mismatches "
+              f"{agreement['cp_nan_mismatches'] + agreement['pf_nan_mismatches']} (atol {agreement['atol']:g}): "
+              f"{'OK' if agreement['ok'] else 'MISMATCH'}")
     peak = results["peak_bf16_tflops"]["value"]
-    print(f"encoder only:    {encoder['images_per_s']:9.2f} images/s  ({encoder['images']} images, mean {encoder['mean_patches']:.0f} "
-          f"patches, {100 * encoder['padding_fraction']:.1f}% padding) {encoder['tflops_per_s']:.3f} TFLOP/s"
-          + (f" = {encoder['percent_of_peak']:.1f}% of {peak:g}" if peak else " (no peak known)")
-          + f"; peak {fmt_memory(encoder['peak_memory'])}")
-    print(f"ours end-to-end: {ours['percent_of_encoder_only']:.1f}% of the encoder-only image rate, "
-          f"{ours['tflops_per_s']:.3f} TFLOP/s in the vision encoder"
+    print(f"{'encoder only':16} {encoder['images_per_s_best']:9.3f} images/s ({encoder['units']} images, mean "
+          f"{encoder['mean_patches']:.0f} patches, {100 * encoder['padding_fraction']:.1f}% padding): "
+          f"{encoder['vision_tflops_per_s']:.3f} TFLOP/s"
+          + (f" = {encoder['percent_of_peak']:.1f}% of the {peak:g} TFLOP/s bf16 peak" if peak else " (no peak known)"))
+    print(f"{'ours end-to-end':16} {ours['images_per_s_best']:9.3f} images/s = {ours['percent_of_encoder_only']:.1f}% of "
+          f"the encoder-only rate; {ours['vision_tflops_per_s']:.3f} TFLOP/s in the vision encoder"
           + (f" = {ours['percent_of_peak']:.1f}% of peak" if peak else ""))
 
 

@@ -14,6 +14,11 @@ from .items import MascCaseItem, MascSuiteFile
 from .session import OPTIONS, SESSION_KEY, MascSession, Settings
 
 XDIST_GROUP_PREFIX = "masc-suite:"
+METAVARS = {
+    "model": "ID_OR_DIR", "revision": "REV", "device": "DEVICE", "dtype": "DTYPE", "max_patches": "N",
+    "batch_size": "N", "json": "PATH", "baseline": "PATH", "max_drop": "FLOAT", "artifacts": "DIR",
+    "protocol": "KIND=ROOT[,...]", "baselines": "clip,dino",
+}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -22,9 +27,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="run MaSC gates: masc-marked tests and masc_*.toml suite files")
     for name, (ini, kind, default, help_text) in OPTIONS.items():
         flag = "--masc-" + name.replace("_", "-")
-        metavar = {"json": "PATH", "baseline": "PATH", "artifacts": "DIR", "model": "ID_OR_DIR"}.get(name)
+        metavar = METAVARS.get(name, name.upper())
+        shown_default = f"; default: {default}" if default is not None else ""
         group.addoption(flag, dest=f"masc_{name}", default=None, metavar=metavar,
-                        help=f"{help_text} (ini: {ini}; default: {default})")
+                        help=f"{help_text} (ini: {ini}{shown_default})")
         parser.addini(ini, help=help_text, default=None)
     group.addoption("--masc-update-baseline", dest="masc_update_baseline", action="store_true", default=False,
                     help="write this run's per-case and per-concept scores to the --masc-baseline file")

@@ -95,7 +95,14 @@ def tiny_checkpoint(path: str | os.PathLike, seed: int = 0, **config_overrides) 
                 parameter.normal_(0.0, 0.2)
     finally:
         torch.random.set_rng_state(generator_state)
-    model.save_pretrained(path)
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # saving compares against a default config and warns about its token ids
+    try:
+        model.save_pretrained(path)
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
     tokenizer = Siglip2Tokenizer(
         vocab=_tiny_vocab(),
