@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import pytest
 
+from .errors import MaSCError
 from .gates import GATES
 from .items import record_scores, relative_to_dir
 
@@ -95,9 +96,15 @@ class MascCheck:
                    subject=subject, distractors=distractors)
             for r, m in zip(references, reference_masks)
         ]
-        scores = self._session.model().score_many(samples)
+        try:
+            scores = self._session.model().score_many(samples)
+        except MaSCError as error:  # the message names the input; the scorer's frames add nothing
+            raise type(error)(str(error)) from None
         gates = {k: float(v) for k, v in options.items() if k in GATES}
-        concept = options.get("concept") or subject or Path(str(references[0])).stem
+        first_reference = references[0]
+        concept = options.get("concept") or subject or (
+            Path(first_reference).stem if isinstance(first_reference, (str, Path)) else "concept"
+        )
         node = self._request.node
         self._checks += 1
         record_scores(

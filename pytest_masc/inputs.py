@@ -9,7 +9,8 @@ holding foreground weights in ``[0, 1]``:
   (16-bit by 65535), floats in ``[0, 1]`` are kept. After resizing to the patch grid a
   patch is foreground when its weight reaches the threshold (0.5).
 
-Mask files: modes ``1``, ``L``, ``P`` (palette index, 0 = background), ``I;16``/``I``
+Mask files: modes ``1``, ``L``, ``P`` (palette indices are labels: index 0 is
+background, every other index foreground), ``I;16``/``I``
 (16-bit), ``RGB`` (luminance) and ``LA``/``RGBA`` (the alpha channel when it is not
 constant, else the luminance). A mask must have its image's size (checked by the scorer).
 """
@@ -78,10 +79,13 @@ def _open_file(path: Path, what: str) -> Image.Image:
     # the size is checked from the header, before any pixel is decoded.
     try:
         image = Image.open(path)
-        if image.width * image.height > MAX_IMAGE_PIXELS:
-            image.close()
-            raise Image.DecompressionBombError("too many pixels")
-        image.load()
+        try:
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise Image.DecompressionBombError("too many pixels")
+            image.load()
+        except BaseException:
+            image.close()  # do not leave the file open until garbage collection
+            raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # the warning: under -W error
         raise InputError(
             f"{path}: {what} is too large to decode safely (over {MAX_IMAGE_PIXELS:,} pixels; "

@@ -64,7 +64,7 @@ class _Pixels:
     patches: np.ndarray
     grid: tuple[int, int]
     size: tuple[int, int]  # (height, width) of the image as read
-    masks: dict[tuple, np.ndarray] = field(default_factory=dict)  # mask key -> weights (H, W)
+    masks: dict[tuple, Any] = field(default_factory=dict)  # mask key -> weights (H, W) or its InputError
 
 
 @dataclass

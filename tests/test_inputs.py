@@ -2,6 +2,7 @@
 encoding (PIL modes, array dtypes, label and soft masks) mapped to the right weights."""
 from __future__ import annotations
 
+import gc
 import struct
 import threading
 import warnings
@@ -61,9 +62,14 @@ def test_truncated_png(tmp_path, loader):
     Image.fromarray(noise(64, 64)).save(path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(InputError, match="truncated or corrupt") as raised:
-        loader(path)
-    assert str(path) in str(raised.value)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(InputError, match="truncated or corrupt") as raised:
+            loader(path)
+        assert str(path) in str(raised.value)
+        del raised
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)], "the file was left open"
 
 
 def test_text_file_named_png(tmp_path, loader):

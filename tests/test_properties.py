@@ -265,3 +265,49 @@ def test_strip_subject_is_idempotent(subject, data):
     assert twice.text == once.text
     assert not twice.subject_found
     assert not re.search(rf"\b{re.escape(subject)}\b", once.text, re.IGNORECASE)
+
+
+# ----------------------------------------------------------------------------- the strategies themselves
+
+
+@settings(max_examples=50, **COMMON)
+@given(data=st.data(), bounds=st.tuples(st.integers(1, 40), st.integers(0, 40)), modes=st.sampled_from(
+    [("RGB",), ("L", "P"), ms.IMAGE_MODES]))
+def test_strategies_produce_what_they_promise(data, bounds, modes):
+    low, extra = bounds
+    image = data.draw(ms.images(low, low + extra, modes))
+    assert image.mode in modes and low <= image.width <= low + extra and low <= image.height <= low + extra
+    kinds = data.draw(st.lists(st.sampled_from(ms.MASK_KINDS), min_size=1, unique=True))
+    mask = data.draw(ms.masks((image.height, image.width), kinds))
+    assert mask.shape == (image.height, image.width)
+    assert mask.dtype in (np.uint8, np.bool_, np.float32)
+    weights = load_mask(mask)
+    assert ((weights >= 0) & (weights <= 1)).all()
+    if kinds == ["empty"]:
+        assert not weights.any()
+    if kinds == ["full"]:
+        assert weights.all()
+    if kinds == ["rectangle"] or kinds == ["strip"]:
+        assert weights.any() and set(np.unique(weights)) <= {0.0, 1.0}
+    subject = data.draw(ms.subjects())
+    named = data.draw(ms.prompts(subject, with_subject=True))
+    unnamed = data.draw(ms.prompts(subject, with_subject=False))
+    assert len(re.findall(rf"\b{re.escape(subject)}\b", named, re.IGNORECASE)) == 1
+    assert not re.search(rf"\b{re.escape(subject)}\b", unnamed, re.IGNORECASE)
+    sample = data.draw(ms.samples(low, low + extra, modes, max_distractors=2))
+    assert np.asarray(sample.ref_mask).shape == (sample.ref_image.height, sample.ref_image.width)
+    assert np.asarray(sample.out_mask).shape == (sample.out_image.height, sample.out_image.width)
+    assert len(sample.distractors) <= 2 and sample.subject
+
+
+def test_strategies_reject_bad_arguments():
+    with pytest.raises(ValueError, match="min_side"):
+        ms.images(10, 5)
+    with pytest.raises(ValueError, match="mode"):
+        ms.images(modes=("CMYK",))
+    with pytest.raises(ValueError, match="kind"):
+        ms.masks((4, 4), kinds=("star",))
+    with pytest.raises(ValueError, match="dtype"):
+        ms.masks((4, 4), dtypes=("int8",))
+    with pytest.raises(ValueError, match="blank"):
+        ms.prompts(" ")

@@ -50,14 +50,15 @@ def box_mask(height: int = 48, width: int = 64, top: int = 8, left: int = 16) ->
 
 
 class Counter:
-    """Counts the rows through the vision and text towers of one model (by wrapping ``forward``)."""
+    """Counts the rows through the vision and text towers of one model, by wrapping their
+    ``forward`` with an instance attribute (removed again by :meth:`remove`)."""
 
-    def __init__(self, monkeypatch, masc: MaSC):
+    def __init__(self, masc: MaSC):
         self.images = 0
         self.texts = 0
         self.image_calls = 0
-        vision, text = masc.model.vision_model, masc.model.text_model
-        vision_forward, text_forward = vision.forward, text.forward
+        self.towers = (masc.model.vision_model, masc.model.text_model)
+        vision_forward, text_forward = (tower.forward for tower in self.towers)
 
         def count_vision(*args, **kwargs):
             self.images += kwargs["pixel_values"].shape[0]
@@ -68,11 +69,31 @@ class Counter:
             self.texts += kwargs["input_ids"].shape[0]
             return text_forward(*args, **kwargs)
 
-        monkeypatch.setattr(vision, "forward", count_vision)
-        monkeypatch.setattr(text, "forward", count_text)
+        self.towers[0].forward = count_vision
+        self.towers[1].forward = count_text
+
+    def remove(self) -> None:
+        for tower in self.towers:
+            if "forward" in tower.__dict__:
+                del tower.forward  # back to the class's forward
+
+
+@pytest.fixture
+def counter():
+    """``counter(masc)`` starts counting that scorer's tower rows until the test ends."""
+    made = []
+
+    def start(masc: MaSC) -> Counter:
+        made.append(Counter(masc))
+        return made[-1]
+
+    yield start
+    for count in made:
+        count.remove()
 
 
 def assert_scores_close(first, second, tolerance: float, label: str = "") -> None:
+    assert len(first) == len(second)
     for a, b in zip(first, second):
         for name in SCORE_FIELDS:
             x, y = getattr(a, name), getattr(b, name)
@@ -105,10 +126,10 @@ def shared_samples(tmp_path):
     return samples, len(refs), len({o for _, o, _ in plan}), len(prompts)
 
 
-def test_each_distinct_image_and_prompt_is_encoded_once(monkeypatch, tiny_masc, shared_samples):
+def test_each_distinct_image_and_prompt_is_encoded_once(counter, tiny_masc, shared_samples):
     samples, n_refs, n_outputs, n_prompts = shared_samples
     masc = fresh(tiny_masc, batch_size=3)
-    count = Counter(monkeypatch, masc)
+    count = counter(masc)
     scores = masc.score_many(samples)
     assert len(scores) == len(samples)
     assert count.images == n_refs + n_outputs == 10
@@ -118,10 +139,10 @@ def test_each_distinct_image_and_prompt_is_encoded_once(monkeypatch, tiny_masc, 
     assert count.image_calls == math.ceil(count.images / 3)  # full batches, not one call per image
 
 
-def test_subject_stripped_and_full_prompts_each_encoded_once(monkeypatch, tiny_masc):
+def test_subject_stripped_and_full_prompts_each_encoded_once(counter, tiny_masc):
     """PF encodes the stripped prompt, the global score the full one: distinct texts, once each."""
     masc = fresh(tiny_masc)
-    count = Counter(monkeypatch, masc)
+    count = counter(masc)
     mask = box_mask()
     prompts = ["a photo of a sks dog on the beach", "the sks dog in the snow", "a red car"]
     samples = [Sample(picture(i), mask, picture(100 + i), mask, prompts[i % 3], "sks dog") for i in range(6)]
@@ -132,9 +153,9 @@ def test_subject_stripped_and_full_prompts_each_encoded_once(monkeypatch, tiny_m
     assert count.images == 12
 
 
-def test_a_reference_shared_by_many_samples_is_encoded_once(monkeypatch, tiny_masc):
+def test_a_reference_shared_by_many_samples_is_encoded_once(counter, tiny_masc):
     masc = fresh(tiny_masc, batch_size=2)
-    count = Counter(monkeypatch, masc)
+    count = counter(masc)
     reference = picture(5)
     ref_masks = [np.zeros((48, 64), np.uint8) for _ in range(6)]
     for i, mask in enumerate(ref_masks):
@@ -149,9 +170,9 @@ def test_a_reference_shared_by_many_samples_is_encoded_once(monkeypatch, tiny_ma
     assert len({s.extras["ref_foreground_patches"] for s in scores}) > 1
 
 
-def test_the_same_file_given_twice_is_encoded_once(monkeypatch, tmp_path, tiny_masc):
+def test_the_same_file_given_twice_is_encoded_once(counter, monkeypatch, tmp_path, tiny_masc):
     masc = fresh(tiny_masc)
-    count = Counter(monkeypatch, masc)
+    count = counter(masc)
     Image.fromarray(picture(7)).save(tmp_path / "ref.png")
     Image.fromarray(picture(8, 40, 56)).save(tmp_path / "out.png")
     monkeypatch.chdir(tmp_path)
@@ -166,10 +187,10 @@ def test_the_same_file_given_twice_is_encoded_once(monkeypatch, tmp_path, tiny_m
     assert scores[0].concept == scores[1].concept == scores[2].concept
 
 
-def test_references_are_cached_across_calls_until_cleared(monkeypatch, tiny_masc, shared_samples):
+def test_references_are_cached_across_calls_until_cleared(counter, tiny_masc, shared_samples):
     samples, n_refs, n_outputs, n_prompts = shared_samples
     masc = fresh(tiny_masc)
-    count = Counter(monkeypatch, masc)
+    count = counter(masc)
     first = masc.score_many(samples)
     count.images = count.texts = 0
     second = masc.score_many(samples)
