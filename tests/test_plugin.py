@@ -444,3 +444,19 @@ def test_xdist_two_workers_give_the_same_records(pytester, suite_dir, tiny_model
     assert len(one["summary"]["concepts"]) == len(two["summary"]["concepts"]) == 2
     for a, b in zip(one["summary"]["concepts"], two["summary"]["concepts"]):
         assert a == pytest.approx(b, abs=1e-5)
+
+
+def test_check_with_missing_image_names_the_file_without_scorer_frames(pytester, suite_dir, tiny_model_dir):
+    pytester.makepyfile(test_missing=textwrap.dedent("""
+        import pytest
+
+        @pytest.mark.masc(reference="refs/dog.png", reference_mask="refs/dog_mask.png", min_concept=0.0)
+        def test_missing(masc):
+            masc.check(image="out/nowhere.png", mask="out/beach_mask.png", prompt="a dog")
+    """))
+    (suite_dir / "masc_dogs.toml").unlink()
+    result = run(pytester, tiny_model_dir)
+    result.assert_outcomes(failed=1)
+    output = result.stdout.str()
+    assert "InputError: " in output and "nowhere.png: output image file not found" in output
+    assert "scorer.py" not in output
