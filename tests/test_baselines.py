@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from pytest_masc import ModelLoadError
+from pytest_masc.testing import tiny_clip_checkpoint, tiny_dino_checkpoint
 from pytest_masc.baselines import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -21,74 +22,14 @@ from pytest_masc.baselines import (
 )
 
 
-def _byte_symbols() -> list[str]:
-    """GPT-2/CLIP byte-to-unicode table: the 256 base symbols of byte-level BPE."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    codes, extra = printable[:], 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            codes.append(256 + extra)
-            extra += 1
-    return [chr(c) for c in codes]
-
-
-def write_tiny_clip(path: Path, seed: int = 0) -> Path:
-    """A random CLIP at toy size, with a byte-level CLIP tokenizer (no merges) and the PIL processor."""
-    import torch
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
-
-    symbols = _byte_symbols()
-    vocab = {s: i for i, s in enumerate(symbols)}
-    vocab.update({s + "</w>": len(symbols) + i for i, s in enumerate(symbols)})
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    common = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
-    config = CLIPConfig(
-        text_config=dict(common, vocab_size=len(vocab), max_position_embeddings=77,
-                         bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"],
-                         pad_token_id=vocab["<|endoftext|>"]),
-        vision_config=dict(common, image_size=224, patch_size=32),
-        projection_dim=16,
-    )
-    state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        model = CLIPModel(config).eval()
-    finally:
-        torch.random.set_rng_state(state)
-    model.save_pretrained(path)
-    CLIPTokenizer(vocab=vocab, merges=[]).save_pretrained(path)
-    CLIPImageProcessorPil().save_pretrained(path)
-    return path
-
-
-def write_tiny_dino(path: Path, seed: int = 0) -> Path:
-    """A random ViT (DINO layout: CLS token, no pooler) at toy size."""
-    import torch
-    from transformers import ViTConfig, ViTModel
-
-    config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                       image_size=224, patch_size=32)
-    state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        model = ViTModel(config, add_pooling_layer=False).eval()
-    finally:
-        torch.random.set_rng_state(state)
-    model.save_pretrained(path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory):
-    return write_tiny_clip(tmp_path_factory.mktemp("models") / "tiny-clip")
+    return tiny_clip_checkpoint(tmp_path_factory.mktemp("models") / "tiny-clip")
 
 
 @pytest.fixture(scope="module")
 def dino_dir(tmp_path_factory):
-    return write_tiny_dino(tmp_path_factory.mktemp("models") / "tiny-dino")
+    return tiny_dino_checkpoint(tmp_path_factory.mktemp("models") / "tiny-dino")
 
 
 @pytest.fixture(scope="module")

@@ -460,3 +460,28 @@ def test_check_with_missing_image_names_the_file_without_scorer_frames(pytester,
     output = result.stdout.str()
     assert "InputError: " in output and "nowhere.png: output image file not found" in output
     assert "scorer.py" not in output
+
+
+def test_subject_missing_from_prompt_and_long_prompt_are_reported(pytester, suite_dir, tiny_model_dir):
+    long_prompt = "a dog " + "running along a very long and winding sandy beach " * 2
+    (suite_dir / "masc_dogs.toml").write_text(SUITE + textwrap.dedent(f"""
+        [[cases]]
+        id = "dog-absent"
+        concept = "dog"
+        prompt = "a puppy on the beach"
+        image = "out/beach.png"
+        mask = "out/beach_mask.png"
+        min_concept = 0.9999
+
+        [[cases]]
+        id = "dog-long"
+        concept = "dog"
+        prompt = "{long_prompt}"
+        image = "out/snow.png"
+        mask = "out/snow_mask.png"
+    """))
+    result = run(pytester, tiny_model_dir, "-W", "always::pytest_masc.scorer.PromptTruncatedWarning")
+    result.assert_outcomes(passed=4, failed=1)
+    output = result.stdout.str()
+    assert "note: subject 'dog' does not occur in the prompt, so nothing was stripped" in output
+    result.stdout.fnmatch_lines(["*PromptTruncatedWarning: dog-release / case 'dog-long': prompt * was truncated for PF*"])

@@ -104,3 +104,25 @@ def test_human_ratings_give_alpha_and_gate_the_suite(pytester, tiny_model_dir):
     failing.assert_outcomes(passed=6)
     assert failing.ret == 1
     failing.stdout.fnmatch_lines(["*SUITE GATE FAILED dog-release: alpha of prompt scores vs humans * < min_alpha_prompt 1*"])
+
+
+def test_clip_and_dino_baselines_join_the_protocol_table(pytester, tiny_model_dir, tmp_path):
+    from pytest_masc.protocols import write_dreambench_fixture
+    from pytest_masc.testing import tiny_clip_checkpoint, tiny_dino_checkpoint
+
+    fixture = write_dreambench_fixture(pytester.path / "data")
+    clip = tiny_clip_checkpoint(tmp_path / "tiny-clip")
+    dino = tiny_dino_checkpoint(tmp_path / "tiny-dino")
+    result = run(
+        pytester, tiny_model_dir,
+        f"--masc-protocol=dreambench_plus={fixture.root},masks={fixture.masks}",
+        f"--masc-baselines=clip={clip},dino={dino}",
+    )
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*| CLIP-I *", "*| DINO-I *", "*| CLIP-T *"])
+
+
+def test_unknown_baseline_is_a_usage_error(pytester, tiny_model_dir):
+    result = run(pytester, tiny_model_dir, "--masc-baselines=clip,blip")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*unknown baseline 'blip'*"])
