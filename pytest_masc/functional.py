@@ -43,19 +43,25 @@ def mask_to_grid(weights: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     return resized[0, 0].clamp_(0.0, 1.0).flatten()
 
 
-def best_match_cosine(ref_tokens: torch.Tensor, out_tokens: torch.Tensor) -> torch.Tensor:
+def unit_tokens(tokens: torch.Tensor) -> torch.Tensor:
+    """``(N, D)`` tokens scaled to unit length, in float32."""
+    return F.normalize(tokens.to(torch.float32), dim=-1)
+
+
+def best_match_cosine(ref_tokens: torch.Tensor, out_tokens: torch.Tensor, *, normalized: bool = False) -> torch.Tensor:
     """For every reference token, its highest cosine to any output token.
 
     Args:
         ref_tokens: ``(N_ref, D)`` reference patch tokens.
         out_tokens: ``(N_out, D)`` output patch tokens (no padding).
+        normalized: both are already :func:`unit_tokens` (skips normalising again).
 
     Returns:
         ``(N_ref,)`` float32 cosines in ``[-1, 1]``.
     """
-    ref_unit = F.normalize(ref_tokens.to(torch.float32), dim=-1)
-    out_unit = F.normalize(out_tokens.to(torch.float32), dim=-1)
-    return (ref_unit @ out_unit.T).amax(dim=-1)
+    if not normalized:
+        ref_tokens, out_tokens = unit_tokens(ref_tokens), unit_tokens(out_tokens)
+    return (ref_tokens @ out_tokens.T).amax(dim=-1)
 
 
 def concept_score(best_match: torch.Tensor, ref_weights: torch.Tensor, threshold: float = 0.5) -> float:

@@ -29,6 +29,7 @@ import torch
 from . import functional
 from .errors import DeviceError, InputError, MaSCError, ModelLoadError
 from .inputs import describe, load_image, load_mask, source_key
+from .preprocess import naflex_patches, patch_normalisation
 from .text import strip_subject
 from .types import Sample, Score
 
@@ -59,7 +60,8 @@ class EncodeStats:
 
 @dataclass
 class _Pixels:
-    """One preprocessed image: ``patches (N, 3 * P * P)`` float32 and its grid ``(Hp, Wp)``."""
+    """One preprocessed image: ``patches (N, 3 * P * P)`` (uint8 to normalise on the device,
+    or float32 from the processor) and its grid ``(Hp, Wp)``."""
 
     patches: np.ndarray
     grid: tuple[int, int]
@@ -76,6 +78,14 @@ class _Encoding:
     grid: tuple[int, int]
     size: tuple[int, int]
     masks: dict[tuple, np.ndarray] = field(default_factory=dict)
+    _unit: Optional[torch.Tensor] = None
+
+    @property
+    def unit(self) -> torch.Tensor:
+        """``(Hp * Wp, D)`` float32 unit-length tokens, computed once."""
+        if self._unit is None:
+            self._unit = functional.unit_tokens(self.tokens)
+        return self._unit
 
 
 def resolve_device(device: Optional[str | torch.device]) -> torch.device:
@@ -119,6 +129,27 @@ def resolve_dtype(dtype: Optional[str | torch.dtype], device: torch.device) -> t
     if key not in _DTYPES:
         raise ValueError(f"dtype {dtype!r} is not one of {sorted(set(_DTYPES))}")
     return _DTYPES[key]
+
+
+def _fast_preprocess_settings(image_processor: Any) -> Optional[dict[str, Any]]:
+    """Arguments for :func:`~pytest_masc.preprocess.naflex_patches` when the processor does
+    exactly what it does (bilinear resize, 1/255 rescale, normalise); ``None`` otherwise."""
+    from PIL import Image
+
+    get = lambda name, default=None: getattr(image_processor, name, default)  # noqa: E731
+    resample = get("resample")
+    standard = (
+        get("do_resize", True) and get("do_rescale", True) and get("do_normalize", True)
+        and resample is not None and int(resample) == int(Image.BILINEAR)
+        and abs(float(get("rescale_factor", 1 / 255)) - 1 / 255) < 1e-12
+        and isinstance(get("patch_size"), int)
+    )
+    if not standard:
+        return None
+    mean, std = get("image_mean"), get("image_std")
+    if mean is None or std is None or len(mean) != 3 or len(std) != 3:
+        return None
+    return {"patch_size": int(get("patch_size")), "mean": tuple(map(float, mean)), "std": tuple(map(float, std))}
 
 
 def _load_error(model_id: str, revision: Optional[str], error: BaseException) -> ModelLoadError:
@@ -177,14 +208,22 @@ class MaSC:
         self.dtype = dtype
         self.max_num_patches = int(max_num_patches)
         self.fg_threshold = float(fg_threshold)
-        self.batch_size = int(batch_size) if batch_size else (32 if device.type == "cuda" else 8)
+        # On CPU one image per forward is fastest (measured in benchmarks/RESULTS.md).
+        self.batch_size = int(batch_size) if batch_size else (32 if device.type == "cuda" else 1)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        self.num_workers = int(num_workers) if num_workers else min(8, os.cpu_count() or 1)
+        # Readers must keep a GPU fed (about 500 SO400M images/s): use the cores there.
+        cores = os.cpu_count() or 1
+        self.num_workers = int(num_workers) if num_workers else (min(32, cores) if device.type == "cuda" else min(8, cores))
         self.model_id = model_id
         self.revision = revision
         self.text_length = int(getattr(model.config.text_config, "max_position_embeddings", 64))
         self.stats = EncodeStats()
+        self._fast_preprocess = _fast_preprocess_settings(image_processor)
+        self._patch_normalisation = (
+            tuple(torch.from_numpy(a).to(device) for a in patch_normalisation(**self._fast_preprocess))
+            if self._fast_preprocess is not None else None
+        )
         self._cache_size = int(cache_size)
         self._image_cache: OrderedDict[tuple, _Encoding] = OrderedDict()
         self._text_cache: dict[str, torch.Tensor] = {}
@@ -216,7 +255,7 @@ class MaSC:
             dtype: ``None`` for bfloat16 on CUDA, float32 on CPU.
             max_num_patches: NaFlex patch budget per image (the paper: 1024).
             fg_threshold: mask weight on the patch grid that makes a patch foreground.
-            batch_size: images per vision forward; ``None``: 32 on CUDA, 8 on CPU.
+            batch_size: images per vision forward; ``None``: 32 on CUDA, 1 on CPU.
             revision: hub branch, tag or commit.
             local_files_only: never touch the network (also set by ``HF_HUB_OFFLINE=1``).
             cache_dir: Hugging Face cache directory.
@@ -366,12 +405,17 @@ class MaSC:
     def _prepare(self, source: Any, what: str, masks: list[tuple[tuple, Any, str]]) -> _Pixels:
         """Worker thread: read an image and its masks, resize and patchify the image."""
         image = load_image(source, what)
-        features = self.image_processor(
-            images=[image], max_num_patches=self.max_num_patches, return_tensors="np"
-        )
-        count = int(features["pixel_attention_mask"][0].sum())
-        grid = tuple(int(x) for x in features["spatial_shapes"][0])
-        patches = np.ascontiguousarray(features["pixel_values"][0, :count], dtype=np.float32)
+        if self._fast_preprocess is not None:
+            patches, grid = naflex_patches(
+                image, max_num_patches=self.max_num_patches, normalise=False, **self._fast_preprocess
+            )
+        else:  # a processor configured unlike SigLIP2's: let it do the work
+            features = self.image_processor(
+                images=[image], max_num_patches=self.max_num_patches, return_tensors="np"
+            )
+            count = int(features["pixel_attention_mask"][0].sum())
+            grid = tuple(int(x) for x in features["spatial_shapes"][0])
+            patches = np.ascontiguousarray(features["pixel_values"][0, :count], dtype=np.float32)
         size = (image.height, image.width)
         loaded = {}
         for mask_key, mask_source, mask_what in masks:
@@ -391,23 +435,31 @@ class MaSC:
         return _Pixels(patches, grid, size, loaded)
 
     def _forward(self, batch: list[_Pixels]) -> list[_Encoding]:
+        """One vision forward; the batch is padded to its longest sequence, not to the budget."""
         longest = max(len(p.patches) for p in batch)
-        width = batch[0].patches.shape[1]
-        pixel_values = torch.zeros(len(batch), longest, width, dtype=torch.float32)
+        raw = batch[0].patches.dtype == np.uint8
+        pixel_values = torch.zeros(len(batch), longest, batch[0].patches.shape[1],
+                                   dtype=torch.uint8 if raw else torch.float32)
         attention = torch.zeros(len(batch), longest, dtype=torch.long)
         for row, pixels in enumerate(batch):
             pixel_values[row, : len(pixels.patches)] = torch.from_numpy(pixels.patches)
             attention[row, : len(pixels.patches)] = 1
         shapes = torch.tensor([p.grid for p in batch], dtype=torch.long)
+        if self.device.type == "cuda":  # an asynchronous copy needs page-locked memory
+            pixel_values = pixel_values.pin_memory()
+        pixel_values = pixel_values.to(self.device, non_blocking=True)
+        if raw:  # normalise on the device: (x / 255 - mean) / std, in float32 as the processor does
+            scale, offset = self._patch_normalisation
+            pixel_values = pixel_values.to(torch.float32) / scale - offset
         vision = self.model.vision_model(
-            pixel_values=pixel_values.to(self.device, self.dtype, non_blocking=True),
+            pixel_values=pixel_values.to(self.dtype),
             pixel_attention_mask=attention.to(self.device),
             spatial_shapes=shapes.to(self.device),
         )
         hidden = vision.last_hidden_state
         pooled = vision.pooler_output
         return [
-            _Encoding(hidden[row, : len(p.patches)].clone(), pooled[row].clone(), p.grid, p.size, p.masks)
+            _Encoding(hidden[row, : len(p.patches)], pooled[row], p.grid, p.size, p.masks)
             for row, p in enumerate(batch)
         ]
 
@@ -432,7 +484,10 @@ class MaSC:
     def _cache_put(self, key: tuple, encoding: _Encoding) -> None:
         if self._cache_size <= 0:
             return
-        self._image_cache[key] = encoding
+        # Own copies: the batch's views would keep the whole batch tensor alive.
+        self._image_cache[key] = _Encoding(
+            encoding.tokens.clone(), encoding.pooled.clone(), encoding.grid, encoding.size, encoding.masks,
+        )
         self._image_cache.move_to_end(key)
         while len(self._image_cache) > self._cache_size:
             self._image_cache.popitem(last=False)
@@ -631,9 +686,14 @@ class _ScoreRun:
         ref = self.encoded[self.ref_keys[index]]
         out = self.encoded[self.out_keys[index]]
         ref_weights = functional.mask_to_grid(torch.from_numpy(ref.masks[self.ref_mask_keys[index]]), ref.grid)
-        best_match = functional.best_match_cosine(ref.tokens, out.tokens).cpu()
-        concept = functional.concept_score(best_match, ref_weights, masc.fg_threshold)
-        concept_map = torch.where(ref_weights > masc.fg_threshold, best_match, torch.nan).reshape(ref.grid).numpy()
+        # Only foreground rows count for CP (and its map), so only they are compared.
+        foreground = ref_weights > masc.fg_threshold
+        concept_map = torch.full((foreground.numel(),), torch.nan)
+        if bool(foreground.any()):
+            rows = ref.unit[foreground.to(ref.unit.device)]
+            concept_map[foreground] = functional.best_match_cosine(rows, out.unit, normalized=True).cpu()
+        concept = functional.concept_score(concept_map, ref_weights, masc.fg_threshold)
+        concept_map = concept_map.reshape(ref.grid).numpy()
 
         pooled, out_weights = pools[(self.out_keys[index], self.out_mask_keys[index])]
         stripped = self.stripped[index]
@@ -645,7 +705,7 @@ class _ScoreRun:
         margin = prompt - max(distractors.values()) if distractors else math.nan
 
         out_hidden = functional.background_hidden(out_weights, masc.fg_threshold)
-        ref_foreground = int((ref_weights > masc.fg_threshold).sum())
+        ref_foreground = int(foreground.sum())
         extras = {
             "prompt_text": stripped.text,
             "subject_found": stripped.subject_found,

@@ -34,7 +34,7 @@ OPTIONS: dict[str, tuple[str, Any, Any, str]] = {
     "device": ("masc_device", str, None, "torch device; default: cuda when available (one GPU per xdist worker), else cpu"),
     "dtype": ("masc_dtype", str, None, "model dtype: float32, bfloat16, float16; default bfloat16 on cuda, float32 on cpu"),
     "max_patches": ("masc_max_patches", int, 1024, "NaFlex patch budget per image (the paper: 1024)"),
-    "batch_size": ("masc_batch_size", int, None, "images per vision forward; default 32 on cuda, 8 on cpu"),
+    "batch_size": ("masc_batch_size", int, None, "images per vision forward; default 32 on cuda, 1 on cpu"),
     "json": ("masc_json", str, None, "write every case record, run metadata and the summary to this JSON file"),
     "baseline": ("masc_baseline", str, None, "baseline JSON file to compare against (or to write with --masc-update-baseline)"),
     "max_drop": ("masc_max_drop", float, 0.02, "fail when a concept's mean CP or PF drops more than this below the baseline"),
