@@ -114,10 +114,8 @@ def attention_pool(head: torch.nn.Module, tokens: torch.Tensor, hidden: torch.Te
     probe = head.probe.expand(tokens.shape[0], -1, -1).to(tokens.dtype)
     attended = head.attention(probe, tokens, tokens, key_padding_mask=safe_hidden, need_weights=False)[0]
     pooled = attended + head.mlp(head.layernorm(attended))
-    pooled = pooled[:, 0]
-    if bool(nothing_left.any()):
-        pooled = pooled.masked_fill(nothing_left[:, None], math.nan)
-    return pooled
+    # Unconditionally: testing for any fully hidden row first would wait on the device.
+    return pooled[:, 0].masked_fill(nothing_left[:, None], math.nan)
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

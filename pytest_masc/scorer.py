@@ -644,9 +644,8 @@ class _ScoreRun:
         ready = [i for i in ready if self.results[i] is None]
         if not ready:
             return
-        pools = self._background_pools(ready)
-        for index in ready:
-            self.results[index] = self._score_one(index, pools)
+        for index, score in zip(ready, self._score_group(ready)):
+            self.results[index] = score
             self._release(index)
 
     def _release(self, index: int) -> None:
@@ -656,56 +655,79 @@ class _ScoreRun:
             if self.remaining[key] == 0:
                 self.encoded.pop(key, None)
 
-    def _background_pools(self, ready: list[int]) -> dict[tuple, tuple[torch.Tensor, np.ndarray]]:
-        """Pooled background embedding ``(D,)`` and grid weights per (output, output mask)."""
+    def _background_pools(self, ready: list[int]) -> dict[tuple, tuple[torch.Tensor, torch.Tensor]]:
+        """Pooled background embedding ``(D,)`` (on the device) and grid weights ``(N,)`` (on
+        the CPU) per (output, output mask) pair, pooled in batches."""
         masc = self.masc
         pairs = list(dict.fromkeys((self.out_keys[i], self.out_mask_keys[i]) for i in ready))
         pools = {}
         head = masc.model.vision_model.head
-        for start in range(0, len(pairs), masc.batch_size):
-            chunk = pairs[start:start + masc.batch_size]
+        for start in range(0, len(pairs), max(masc.batch_size, 8)):
+            chunk = pairs[start:start + max(masc.batch_size, 8)]
             encodings = [self.encoded[out_key] for out_key, _ in chunk]
             longest = max(len(e.tokens) for e in encodings)
             tokens = encodings[0].tokens.new_zeros(len(chunk), longest, encodings[0].tokens.shape[-1])
-            hidden = torch.ones(len(chunk), longest, dtype=torch.bool, device=masc.device)
+            hidden = torch.ones(len(chunk), longest, dtype=torch.bool)
             weights_list = []
             for row, ((out_key, mask_key), encoding) in enumerate(zip(chunk, encodings)):
                 weights = functional.mask_to_grid(torch.from_numpy(encoding.masks[mask_key]), encoding.grid)
                 weights_list.append(weights)
                 count = len(encoding.tokens)
                 tokens[row, :count] = encoding.tokens
-                hidden[row, :count] = functional.background_hidden(weights, masc.fg_threshold).to(masc.device)
-            pooled = functional.attention_pool(head, tokens, hidden).to(torch.float32)
+                hidden[row, :count] = functional.background_hidden(weights, masc.fg_threshold)
+            pooled = functional.attention_pool(head, tokens, hidden.to(masc.device)).to(torch.float32)
             for row, pair in enumerate(chunk):
                 pools[pair] = (pooled[row], weights_list[row])
         return pools
 
-    def _score_one(self, index: int, pools: dict) -> Score:
+    def _score_group(self, ready: list[int]) -> list[Score]:
+        """Scores of samples whose images are encoded. The device work of the whole group is
+        queued first and read back in two transfers, so a GPU never waits on each sample."""
+        masc = self.masc
+        pools = self._background_pools(ready)
+        left: list[torch.Tensor] = []   # (D,) float32 pairs whose cosines are needed
+        right: list[torch.Tensor] = []
+        matches: list[torch.Tensor] = []  # best-match cosines of each sample's foreground rows
+        plans = []
+        for index in ready:
+            sample = self.samples[index]
+            ref = self.encoded[self.ref_keys[index]]
+            out = self.encoded[self.out_keys[index]]
+            ref_weights = functional.mask_to_grid(torch.from_numpy(ref.masks[self.ref_mask_keys[index]]), ref.grid)
+            # Only foreground rows count for CP (and its map), so only they are compared.
+            foreground = ref_weights > masc.fg_threshold
+            rows = torch.nonzero(foreground).squeeze(1)
+            if len(rows):
+                matches.append(functional.best_match_cosine(
+                    ref.unit.index_select(0, rows.to(ref.unit.device)), out.unit, normalized=True))
+            pooled, out_weights = pools[(self.out_keys[index], self.out_mask_keys[index])]
+            first = len(left)
+            for text in (self.stripped[index].text, *self.distractor_texts[index]):
+                left.append(pooled)
+                right.append(self.text_embedding[text])
+            left += [ref.pooled.to(torch.float32), out.pooled.to(torch.float32)]
+            right += [out.pooled.to(torch.float32), self.text_embedding[sample.prompt]]
+            plans.append((index, ref, out, ref_weights, foreground, out_weights, first))
+        cosines = functional.cosine(torch.stack(left), torch.stack(right)).tolist()
+        best = torch.cat(matches).cpu() if matches else torch.empty(0)
+        scores, used = [], 0
+        for index, ref, out, ref_weights, foreground, out_weights, first in plans:
+            count = int(foreground.sum())
+            concept_map = torch.full((foreground.numel(),), torch.nan)
+            concept_map[foreground] = best[used:used + count]
+            used += count
+            scores.append(self._make_score(index, ref, out, ref_weights, out_weights, concept_map, cosines, first))
+        return scores
+
+    def _make_score(self, index, ref, out, ref_weights, out_weights, concept_map, cosines, first) -> Score:
         masc = self.masc
         sample = self.samples[index]
-        ref = self.encoded[self.ref_keys[index]]
-        out = self.encoded[self.out_keys[index]]
-        ref_weights = functional.mask_to_grid(torch.from_numpy(ref.masks[self.ref_mask_keys[index]]), ref.grid)
-        # Only foreground rows count for CP (and its map), so only they are compared.
-        foreground = ref_weights > masc.fg_threshold
-        concept_map = torch.full((foreground.numel(),), torch.nan)
-        if bool(foreground.any()):
-            rows = ref.unit[foreground.to(ref.unit.device)]
-            concept_map[foreground] = functional.best_match_cosine(rows, out.unit, normalized=True).cpu()
-        concept = functional.concept_score(concept_map, ref_weights, masc.fg_threshold)
-        concept_map = concept_map.reshape(ref.grid).numpy()
-
-        pooled, out_weights = pools[(self.out_keys[index], self.out_mask_keys[index])]
         stripped = self.stripped[index]
-        prompt = float(functional.cosine(pooled, self.text_embedding[stripped.text]))
-        distractors = {
-            original: float(functional.cosine(pooled, self.text_embedding[text]))
-            for original, text in zip(sample.distractors, self.distractor_texts[index])
-        }
+        prompt = cosines[first]
+        distractors = dict(zip(sample.distractors, cosines[first + 1: first + 1 + len(sample.distractors)]))
+        global_concept, global_prompt = cosines[first + 1 + len(sample.distractors): first + 3 + len(sample.distractors)]
         margin = prompt - max(distractors.values()) if distractors else math.nan
-
         out_hidden = functional.background_hidden(out_weights, masc.fg_threshold)
-        ref_foreground = int(foreground.sum())
         extras = {
             "prompt_text": stripped.text,
             "subject_found": stripped.subject_found,
@@ -714,7 +736,7 @@ class _ScoreRun:
             "ref_grid": list(ref.grid),
             "out_grid": list(out.grid),
             "ref_patches": int(ref_weights.numel()),
-            "ref_foreground_patches": ref_foreground,
+            "ref_foreground_patches": int((ref_weights > masc.fg_threshold).sum()),
             "ref_foreground_fraction": float(ref_weights.mean()),
             "out_patches": int(out_weights.numel()),
             "out_foreground_patches": int(out_hidden.sum()),
@@ -722,12 +744,12 @@ class _ScoreRun:
             "background_patches": int((~out_hidden).sum()),
         }
         return Score(
-            concept=concept,
+            concept=functional.concept_score(concept_map, ref_weights, masc.fg_threshold),
             prompt=prompt,
-            global_concept=float(functional.cosine(ref.pooled, out.pooled)),
-            global_prompt=float(functional.cosine(out.pooled, self.text_embedding[sample.prompt])),
+            global_concept=global_concept,
+            global_prompt=global_prompt,
             prompt_margin=margin,
             distractor_prompts=distractors,
             extras=extras,
-            concept_map=concept_map,
+            concept_map=concept_map.reshape(ref.grid).numpy(),
         )
