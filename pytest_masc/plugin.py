@@ -25,7 +25,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("masc", "MaSC release gates (pytest-masc)")
     group.addoption("--masc", action="store_true", default=False,
                     help="run MaSC gates: masc-marked tests and masc_*.toml suite files")
-    for name, (ini, kind, default, help_text) in OPTIONS.items():
+    for name, (ini, _kind, default, help_text) in OPTIONS.items():
         flag = "--masc-" + name.replace("_", "-")
         metavar = METAVARS.get(name, name.upper())
         shown_default = f"; default: {default}" if default is not None else ""

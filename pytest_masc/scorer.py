@@ -478,7 +478,7 @@ class MaSC:
                 ) from None
             half = len(batch) // 2
             self.batch_size = max(1, min(self.batch_size, half))
-            warnings.warn(f"out of memory at batch {len(batch)}; retrying with batches of {half}", RuntimeWarning)
+            warnings.warn(f"out of memory at batch {len(batch)}; retrying with batches of {half}", RuntimeWarning, stacklevel=2)
             return self._encode_batch(batch[:half]) + self._encode_batch(batch[half:])
 
     def _cache_put(self, key: tuple, encoding: _Encoding) -> None:
@@ -669,7 +669,7 @@ class _ScoreRun:
             tokens = encodings[0].tokens.new_zeros(len(chunk), longest, encodings[0].tokens.shape[-1])
             hidden = torch.ones(len(chunk), longest, dtype=torch.bool)
             weights_list = []
-            for row, ((out_key, mask_key), encoding) in enumerate(zip(chunk, encodings)):
+            for row, ((_, mask_key), encoding) in enumerate(zip(chunk, encodings)):
                 weights = functional.mask_to_grid(torch.from_numpy(encoding.masks[mask_key]), encoding.grid)
                 weights_list.append(weights)
                 count = len(encoding.tokens)

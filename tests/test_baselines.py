@@ -1,7 +1,6 @@
 """CLIP-I, CLIP-T and DINO-I on tiny random checkpoints written to disk (offline)."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -187,15 +187,6 @@ def build_cases(directory) -> list[Case]:
 # ----------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The tiny model gains nothing from intra-op threads, and they spin badly on a busy 2-core box."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def cases(tmp_path_factory) -> list[Case]:
     return build_cases(tmp_path_factory.mktemp("parity"))

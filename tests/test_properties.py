@@ -27,15 +27,6 @@ MODEL = settings(max_examples=25, **COMMON)  # through the vision tower
 ALL_KINDS = ms.MASK_KINDS
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The tiny model gains nothing from intra-op threads, and they spin badly on a busy 2-core box."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def masc(tiny_masc) -> MaSC:
     """The tiny model with a 64-patch budget and batches of 2 (so samples share batches)."""

@@ -18,15 +18,6 @@ from pytest_masc.scorer import PromptTruncatedWarning
 SCORE_FIELDS = ("concept", "prompt", "global_concept", "global_prompt", "prompt_margin")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The tiny model gains nothing from intra-op threads, and they spin badly on a busy 2-core box."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def fresh(masc: MaSC, **overrides) -> MaSC:
     """A new scorer on the shared tiny model (no caches, no stats), settings overridable."""
     settings = dict(
