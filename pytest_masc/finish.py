@@ -63,9 +63,11 @@ def finish_session(state: "MascSession") -> bool:
             try:
                 baseline = read_baseline(settings.baseline)
             except ValueError as error:
-                state.baseline_findings.append(str(error))
+                state.baseline_findings.append(f"ERROR cannot compare: {error}")
             else:
-                state.baseline_findings.extend(compare_baseline(baseline, records, settings.max_drop))
+                state.baseline_findings.extend(
+                    f"REGRESSION {finding}" for finding in compare_baseline(baseline, records, settings.max_drop)
+                )
             failed = failed or bool(state.baseline_findings)
     summary = _summary(state)
     state.suite_findings.extend(_check_suite_gates(state, summary))
@@ -91,8 +93,8 @@ def summary_lines(state: "MascSession") -> list[str]:
         lines.append(f"baseline written to {state.baseline_written} ({len(records)} cases)")
     elif state.settings.baseline is not None:
         if state.baseline_findings:
-            lines.append(f"baseline regressions against {state.settings.baseline}:")
-            lines += [f"  REGRESSION {finding}" for finding in state.baseline_findings]
+            lines.append(f"baseline check against {state.settings.baseline} failed:")
+            lines += [f"  {finding}" for finding in state.baseline_findings]
         else:
             lines.append(f"baseline {state.settings.baseline}: no concept dropped more than {state.settings.max_drop:g}")
     for table in state.protocol_tables:

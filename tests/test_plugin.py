@@ -485,3 +485,23 @@ def test_subject_missing_from_prompt_and_long_prompt_are_reported(pytester, suit
     output = result.stdout.str()
     assert "note: subject 'dog' does not occur in the prompt, so nothing was stripped" in output
     result.stdout.fnmatch_lines(["*PromptTruncatedWarning: dog-release / case 'dog-long': prompt * was truncated for PF*"])
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--masc-max-patches=0"], "*--masc-max-patches must be positive, got 0*"),
+    (["--masc-max-patches=many"], "*--masc-max-patches / masc_max_patches: 'many' is not a valid int*"),
+    (["--masc-max-drop=-0.1"], "*--masc-max-drop must be >= 0*"),
+    (["--masc-update-baseline"], "*--masc-update-baseline needs --masc-baseline PATH*"),
+])
+def test_bad_option_values_are_usage_errors(pytester, tiny_model_dir, args, message):
+    result = run(pytester, tiny_model_dir, *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_corrupt_baseline_file_fails_the_session_with_its_name(pytester, suite_dir, tiny_model_dir):
+    (suite_dir / "baseline.json").write_text("{not json")
+    result = run(pytester, tiny_model_dir, "--masc-baseline=baseline.json")
+    result.assert_outcomes(passed=3)
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*ERROR cannot compare: *baseline.json: baseline file is not valid JSON*"])
