@@ -67,9 +67,9 @@ class MascCheck:
         __tracebackhide__ = True
         from .types import Sample
 
-        unknown = sorted(set(overrides) - MARKER_KWARGS)
-        if unknown:
-            raise TypeError(f"masc.check() got unknown keyword(s) {', '.join(unknown)}; allowed: {', '.join(sorted(MARKER_KWARGS))}")
+        problem = validate_masc_kwargs(overrides, "masc.check()")
+        if problem:
+            raise TypeError(problem)
         options = {**self.options, **overrides}
         if prompt is None:
             raise TypeError("masc.check() needs the prompt the image was generated from")
@@ -119,7 +119,7 @@ class MascCheck:
             image=image,
             scores=scores,
             gates=gates,
-            human=options.get("human"),
+            human={k: _as_list(v) for k, v in (options.get("human") or {}).items()},
             references=references,
             reference_masks=reference_masks,
             mask=mask,
@@ -170,24 +170,38 @@ def masc(request: pytest.FixtureRequest, masc_segmenter) -> MascCheck:
     return MascCheck(_session(request), request, masc_segmenter)
 
 
-def validate_marker(item: pytest.Item) -> Optional[str]:
-    """A usage-error message when the item's ``masc`` marker has unknown or positional arguments."""
+def validate_masc_kwargs(kwargs: dict[str, Any], where: str) -> Optional[str]:
+    """A message naming ``where`` when ``kwargs`` has unknown keys or a gate that is not a
+    number in [-1, 1] (NaN included); ``None`` when they are fine."""
     import difflib
 
+    for key in kwargs:
+        if key not in MARKER_KWARGS:
+            close = difflib.get_close_matches(key, sorted(MARKER_KWARGS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            return f"{where}: unknown @pytest.mark.masc argument {key!r}{hint}; allowed: {', '.join(sorted(MARKER_KWARGS))}"
+    for gate in GATES:
+        if gate in kwargs:
+            value = kwargs[gate]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1.0 <= float(value) <= 1.0:
+                return f"{where}: {gate}={value!r} must be a number in [-1, 1]"
+    human = kwargs.get("human")
+    if human is not None:
+        if not isinstance(human, dict) or set(human) - {"concept", "prompt"}:
+            return f"{where}: human must be a dict with 'concept' and/or 'prompt' ratings, got {human!r}"
+        for key, ratings in human.items():
+            for rating in _as_list(ratings):
+                if isinstance(rating, bool) or not isinstance(rating, (int, float)) or not 0 <= rating <= 4:
+                    return f"{where}: human[{key!r}] rating {rating!r} must be a number in 0..4"
+    return None
+
+
+def validate_marker(item: pytest.Item) -> Optional[str]:
+    """A usage-error message when the item's ``masc`` marker has unknown or positional arguments."""
     for marker in item.iter_markers("masc"):
         if marker.args:
             return f"{item.nodeid}: @pytest.mark.masc takes keyword arguments only, got positional {marker.args!r}"
-        for key in marker.kwargs:
-            if key not in MARKER_KWARGS:
-                close = difflib.get_close_matches(key, sorted(MARKER_KWARGS), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                return (
-                    f"{item.nodeid}: unknown @pytest.mark.masc argument {key!r}{hint}; "
-                    f"allowed: {', '.join(sorted(MARKER_KWARGS))}"
-                )
-        for gate in GATES:
-            if gate in marker.kwargs:
-                value = marker.kwargs[gate]
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1.0 <= float(value) <= 1.0:
-                    return f"{item.nodeid}: @pytest.mark.masc({gate}={value!r}) must be a number in [-1, 1]"
+        problem = validate_masc_kwargs(marker.kwargs, item.nodeid)
+        if problem:
+            return problem
     return None

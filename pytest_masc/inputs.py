@@ -5,6 +5,8 @@ holding foreground weights in ``[0, 1]``:
 
 * ``bool`` arrays and two-valued masks (``{0, v}`` for any ``v > 0``: 0/1, 0/255, 0/1.0 …)
   become exactly 0 and 1, so "foreground = non-zero" holds for label masks;
+* label maps, whole numbers up to :data:`MAX_LABEL` (``{0, 1, 2}``: instance or class ids),
+  are foreground wherever non-zero;
 * other ("soft") masks are weights: ``uint8`` and values above 1 are divided by 255
   (16-bit by 65535), floats in ``[0, 1]`` are kept. After resizing to the patch grid a
   patch is foreground when its weight reaches the threshold (0.5).
@@ -28,6 +30,9 @@ from .errors import InputError
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
 MaskInput = Union[str, os.PathLike, Image.Image, np.ndarray]
+
+#: Masks of whole numbers no larger than this, with three or more values, are label maps.
+MAX_LABEL = 32
 
 #: Largest image, in pixels, that is decoded (PIL's own limit is 89 MP with a warning).
 MAX_IMAGE_PIXELS = 64 * 1024 * 1024
@@ -114,10 +119,22 @@ def load_image(source: ImageInput, what: str = "image") -> Image.Image:
         raise InputError(f"{describe(source)}: {what} must be a path, a PIL image or an HxWx3 uint8 array")
     if image.width < 1 or image.height < 1:
         raise InputError(f"{describe(source)}: {what} is empty ({image.width}x{image.height})")
-    return image if image.mode == "RGB" else image.convert("RGB")
+    if image.mode == "RGB":
+        return image
+    try:
+        return image.convert("RGB")
+    except (ValueError, OSError) as error:
+        raise InputError(f"{describe(source)}: cannot convert a {image.mode!r} {what} to RGB ({error})") from None
 
 
-def _mask_array_from_pil(image: Image.Image) -> np.ndarray:
+def _mask_array_from_pil(image: Image.Image, name: str = "mask") -> np.ndarray:
+    try:
+        return _mask_array_from_mode(image)
+    except (ValueError, OSError) as error:  # modes PIL cannot convert, such as "La" or "LAB"
+        raise InputError(f"{name}: cannot read a mask from a {image.mode!r} image ({error})") from None
+
+
+def _mask_array_from_mode(image: Image.Image) -> np.ndarray:
     mode = image.mode
     if mode in ("LA", "RGBA", "PA"):
         alpha = np.asarray(image.getchannel("A"))
@@ -158,6 +175,10 @@ def mask_weights(array: np.ndarray, name: str = "mask") -> np.ndarray:
     distinct = np.unique(values)
     if len(distinct) <= 2 and distinct[0] == 0 or len(distinct) == 1:
         return (values > 0).astype(np.float32)
+    if peak <= MAX_LABEL and bool(np.all(distinct == np.round(distinct))):
+        # Small whole numbers are instance or class ids (0 = background), not faint weights:
+        # dividing {0, 1, 2} by 255 would silently leave no foreground at all.
+        return (values > 0).astype(np.float32)
     if peak > 255 or array.dtype == np.uint16:
         return np.clip(values / 65535.0, 0.0, 1.0)
     if peak > 1.0 or array.dtype == np.uint8:
@@ -168,9 +189,9 @@ def mask_weights(array: np.ndarray, name: str = "mask") -> np.ndarray:
 def load_mask(source: MaskInput, what: str = "mask") -> np.ndarray:
     """Foreground weights ``float32 (H, W)`` from a path, a PIL image or an ``HxW`` array."""
     if isinstance(source, (str, os.PathLike)):
-        array = _mask_array_from_pil(_open_file(Path(source), what))
+        array = _mask_array_from_pil(_open_file(Path(source), what), f"{source} ({what})")
     elif isinstance(source, Image.Image):
-        array = _mask_array_from_pil(source)
+        array = _mask_array_from_pil(source, f"{describe(source)} ({what})")
     elif isinstance(source, np.ndarray):
         array = source
     else:

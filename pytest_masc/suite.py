@@ -380,6 +380,7 @@ class _Parser:
             _fail(self.name, "the suite has no cases: add [[cases]] tables, cases = \"cases.csv\", "
                              "or a [protocol] table")
 
+        self._check_suite_gates(suite_gates, protocol)
         cases = self._finish_cases(drafts, gates)
         return Suite(
             path=self.path,
@@ -595,6 +596,18 @@ class _Parser:
         if not drafts:
             _fail(csv_name, "the cases CSV has a header but no case rows")
         return drafts
+
+    def _check_suite_gates(self, suite_gates: dict[str, float], protocol: Optional[dict[str, str]]) -> None:
+        """A suite-level gate must be one the suite can compute, or it would never be checked."""
+        kind = protocol["kind"] if protocol else None
+        where = f"{self.name}, [suite]"
+        for gate in suite_gates:
+            if gate == "min_auc" and kind != "orida":
+                _fail(where, "min_auc gates the identity AUC of an ORIDa protocol: add "
+                             "[protocol] kind = \"orida\" or remove it")
+            if gate.startswith("min_alpha_") and kind == "orida":
+                _fail(where, f"{gate} gates agreement with human ratings, which an ORIDa protocol has "
+                             "none of (use min_auc)")
 
     def _finish_cases(self, drafts: list[_Draft], suite_gates: dict[str, float]) -> tuple[Case, ...]:
         """Validate the fields shared by TOML and CSV cases; default ids and distractors."""

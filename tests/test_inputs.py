@@ -381,3 +381,24 @@ def test_source_keys_identify_content():
     changed[0, 0, 0] ^= 1
     assert source_key(changed) != source_key(pixels)
     assert source_key(pixels.astype(np.int16)) != source_key(pixels)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.int64, np.uint16, np.float32])
+def test_label_maps_are_foreground_wherever_non_zero(dtype):
+    labels = np.zeros((8, 8), dtype)
+    labels[1:3, 1:3] = 1
+    labels[4:6, 4:6] = 2
+    labels[6, 6] = 3
+    weights = load_mask(labels)
+    np.testing.assert_array_equal(weights, (labels > 0).astype(np.float32))
+
+
+def test_soft_masks_above_the_label_range_stay_weights():
+    soft = np.array([[0, 64, 128], [192, 255, 100]], np.uint8)
+    np.testing.assert_allclose(load_mask(soft), soft / 255.0, rtol=0, atol=1e-7)
+
+
+def test_unconvertible_mask_mode_is_an_input_error():
+    odd = Image.new("La", (4, 4))
+    with pytest.raises(InputError, match=r"cannot read a mask from a 'La' image"):
+        load_mask(odd)

@@ -338,6 +338,35 @@ def test_unknown_marker_kwarg_is_a_usage_error(pytester, tiny_model_dir):
         result.stderr.fnmatch_lines(["*unknown @pytest.mark.masc argument 'min_concpt' (did you mean 'min_concept'?)*"])
 
 
+def test_check_overrides_are_validated_like_marker_arguments(pytester, suite_dir, tiny_model_dir):
+    pytester.makepyfile(test_overrides=textwrap.dedent("""
+        import pytest
+
+        @pytest.mark.masc(reference="refs/dog.png", reference_mask="refs/dog_mask.png")
+        @pytest.mark.parametrize("override", [{"min_concept": float("nan")}, {"min_concept": 2}, {"min_cocept": 0.1},
+                                              {"human": {"concept": 7}}])
+        def test_override(masc, override):
+            with pytest.raises(TypeError) as error:
+                masc.check(image="out/beach.png", mask="out/beach_mask.png", prompt="a dog", **override)
+            print("MESSAGE", error.value)
+
+        @pytest.mark.masc(reference="refs/dog.png", reference_mask="refs/dog_mask.png", min_concept=0.0)
+        def test_scalar_human_rating(masc):
+            masc.check(image="out/beach.png", mask="out/beach_mask.png", prompt="a dog", human={"concept": 3})
+    """))
+    (suite_dir / "masc_dogs.toml").unlink()
+    result = run(pytester, tiny_model_dir, "-s", "--masc-json", "out.json")
+    result.assert_outcomes(passed=5)
+    result.stdout.fnmatch_lines([
+        "*MESSAGE masc.check(): min_concept=nan must be a number in *",
+        "*MESSAGE masc.check(): min_concept=2 must be a number in *",
+        "*MESSAGE masc.check(): unknown @pytest.mark.masc argument 'min_cocept' (did you mean 'min_concept'?)*",
+        "*MESSAGE masc.check(): human*'concept'*rating 7 must be a number in 0..4",
+    ])
+    human = [r["human"] for r in read_json(suite_dir / "out.json")["records"]]
+    assert human == [{"concept": [3.0]}]
+
+
 def test_segmenter_fixture_supplies_masks(pytester, suite_dir, tiny_model_dir):
     pytester.makeconftest(textwrap.dedent("""
         import numpy as np

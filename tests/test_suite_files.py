@@ -28,7 +28,7 @@ GOOD_TOML = '''\
 name = "dog-release"
 min_concept = 0.5
 min_prompt_margin = 0.0
-min_auc = 0.7
+min_alpha_concept = 0.7
 
 [concepts.dog]
 subject = "dog"
@@ -130,7 +130,7 @@ def test_toml_suite_parses_cases_with_defaults(tmp_path):
     assert suite.path == tmp_path / "masc_test.toml"
     assert suite.name == "dog-release"
     assert suite.gates == {"min_concept": 0.5, "min_prompt_margin": 0.0}
-    assert suite.suite_gates == {"min_auc": 0.7}
+    assert suite.suite_gates == {"min_alpha_concept": 0.7}
     assert suite.protocol is None
 
     dog, cat = suite.concepts["dog"], suite.concepts["cat"]
@@ -303,7 +303,8 @@ TOML_ERRORS = {
         ("min_prompt_margin = 0.0", "min_prompt_margin = -2"),
         ["[suite]", "min_prompt_margin = -2.0 is outside [-1, 1]"],
     ),
-    "auc out of range": (("min_auc = 0.7", "min_auc = -0.5"), ["[suite]", "min_auc = -0.5 is outside [0, 1]"]),
+    "alpha out of range": (("min_alpha_concept = 0.7", "min_alpha_concept = -1.5"), ["[suite]", "min_alpha_concept = -1.5 is outside [-1, 1]"]),
+    "auc without an ORIDa protocol": (("min_alpha_concept = 0.7", "min_auc = 0.7"), ["[suite]", "min_auc gates the identity AUC of an ORIDa protocol"]),
     "human rating out of range": (
         ("prompt = [4] }", "prompt = [5] }"),
         ["case 'dog-beach'", "human.prompt rating 5 is outside 0..4"],
