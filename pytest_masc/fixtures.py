@@ -9,7 +9,7 @@ import pytest
 
 from .errors import MaSCError
 from .gates import GATES
-from .items import record_scores, relative_to_dir
+from .items import plain_nodeid, record_scores, relative_to_dir
 
 if TYPE_CHECKING:
     from .scorer import MaSC
@@ -109,9 +109,9 @@ class MascCheck:
         self._checks += 1
         record_scores(
             self._session,
-            nodeid=node.nodeid,
+            nodeid=plain_nodeid(node),
             kind="python",
-            suite=str(Path(node.nodeid.split("::")[0])),
+            suite=str(Path(plain_nodeid(node).split("::")[0])),
             concept=str(concept),
             case_id=node.name if self._checks == 1 else f"{node.name}#{self._checks}",
             prompt=prompt,

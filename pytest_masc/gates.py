@@ -21,7 +21,6 @@ GATES: dict[str, tuple[str, str]] = {
     "min_global_concept": ("global_concept", "global concept similarity"),
     "min_global_prompt": ("global_prompt", "global prompt similarity"),
 }
-SCORE_KEYS = ("concept", "prompt", "global_concept", "global_prompt", "prompt_margin")
 
 
 def _finite(value: Optional[float]) -> bool:

@@ -6,6 +6,7 @@ readable report.
 """
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
@@ -69,7 +70,7 @@ def record_scores(
         image=describe(image),
         scores=combined,
         concept_per_reference=per_reference,
-        distractor_prompts={k: (None if v != v else v) for k, v in first.distractor_prompts.items()},
+        distractor_prompts={k: (None if math.isnan(v) else v) for k, v in first.distractor_prompts.items()},
         gates=dict(gates),
         human={k: [float(x) for x in v] for k, v in (human or {}).items()},
         extras={**first.extras, "fg_threshold": session.model().fg_threshold},
@@ -142,13 +143,7 @@ class MascCaseItem(pytest.Item):
 
     @property
     def record_id(self) -> str:
-        """The node id without the ``@group`` suffix pytest-xdist adds under ``--dist loadgroup``."""
-        nodeid = self.nodeid
-        for marker in self.iter_markers("xdist_group"):
-            name = marker.kwargs.get("name") or (marker.args[0] if marker.args else "default")
-            if nodeid.endswith(f"@{name}"):
-                return nodeid[: -len(name) - 1]
-        return nodeid
+        return plain_nodeid(self)
 
     def runtest(self) -> None:
         from .session import SESSION_KEY
@@ -191,6 +186,17 @@ class MascCaseItem(pytest.Item):
 
     def reportinfo(self):
         return self.path, None, f"{self.suite.name}::{self.case.id}"
+
+
+def plain_nodeid(item: pytest.Item) -> str:
+    """The node id without the ``@group`` suffix pytest-xdist adds under ``--dist loadgroup``,
+    so records are the same with and without workers."""
+    nodeid = item.nodeid
+    for marker in item.iter_markers("xdist_group"):
+        name = marker.kwargs.get("name") or (marker.args[0] if marker.args else "default")
+        if nodeid.endswith(f"@{name}"):
+            return nodeid[: -len(name) - 1]
+    return nodeid
 
 
 def relative_to_dir(value: Any, directory: Path) -> Any:

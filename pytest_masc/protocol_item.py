@@ -7,12 +7,15 @@ paper-style table in the terminal summary and checks the suite-level gates
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING, Any, Optional
 
 import pytest
 
-from .errors import MaSCError
+from pathlib import Path
+
+from .errors import InputError, MaSCError
 
 if TYPE_CHECKING:
     from .session import MascSession
@@ -24,7 +27,8 @@ def parse_protocol_option(value: str) -> dict[str, str]:
     """``dreambench_plus=/data/dbpp,masks=/data/masks`` -> ``{"kind", "root", "masks"}``."""
     from .suite import PROTOCOL_KINDS
 
-    head, *rest = [part.strip() for part in value.split(",") if part.strip()]
+    parts = [part.strip() for part in value.split(",") if part.strip()]
+    head, rest = (parts[0], parts[1:]) if parts else ("", [])
     kind, _, root = head.partition("=")
     if kind not in PROTOCOL_KINDS or not root:
         raise pytest.UsageError(
@@ -35,7 +39,7 @@ def parse_protocol_option(value: str) -> dict[str, str]:
         key, _, path = part.partition("=")
         if key not in PROTOCOL_KEYS or not path:
             raise pytest.UsageError(f"--masc-protocol: unknown or empty part {part!r} (allowed: {', '.join(PROTOCOL_KEYS)})")
-        if key in ("n_subjects", "min_backgrounds") and not path.isdigit():
+        if key in ("n_subjects", "min_backgrounds") and not (path.isdigit() and int(path) > 0):
             raise pytest.UsageError(f"--masc-protocol: {key} must be a positive integer, got {path!r}")
         protocol[key] = path
     if kind == "dreambench_plus" and "masks" not in protocol:
@@ -69,8 +73,11 @@ class MascProtocolItem(pytest.Item):
         from .session import SESSION_KEY, ProgressLine
 
         session = self.config.stash[SESSION_KEY]
-        masc = session.model()
         kind = self.protocol["kind"]
+        for key in ("root", "masks"):  # before the model loads: a typo should not cost a load
+            if key in self.protocol and not Path(self.protocol[key]).is_dir():
+                raise InputError(f"{kind} {key} directory {self.protocol[key]} not found")
+        masc = session.model()
         started = time.perf_counter()
         progress = ProgressLine(self.config, f"MaSC {kind}")
         if kind == "dreambench_plus":
@@ -135,4 +142,4 @@ class MascProtocolFailure(AssertionError):
 
 
 def _finite(value: Optional[float]) -> Optional[float]:
-    return None if value is None or value != value else float(value)
+    return None if value is None or math.isnan(value) else float(value)

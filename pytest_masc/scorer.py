@@ -15,7 +15,6 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import threading
 import time
 import warnings
 from collections import OrderedDict, defaultdict, deque
@@ -199,8 +198,8 @@ class MaSC:
     ) -> None:
         if int(max_num_patches) < 1:
             raise ValueError(f"max_num_patches must be positive, got {max_num_patches}")
-        if not 0.0 < float(fg_threshold) <= 1.0:
-            raise ValueError(f"fg_threshold must be in (0, 1], got {fg_threshold}")
+        if not 0.0 < float(fg_threshold) < 1.0:
+            raise ValueError(f"fg_threshold must be in (0, 1), got {fg_threshold}")
         self.model = model
         self.image_processor = image_processor
         self.tokenizer = tokenizer
@@ -228,7 +227,6 @@ class MaSC:
         self._image_cache: OrderedDict[tuple, _Encoding] = OrderedDict()
         self._text_cache: dict[str, torch.Tensor] = {}
         self._truncated_texts: set[str] = set()
-        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ loading
 
@@ -365,6 +363,7 @@ class MaSC:
         """Drop cached image encodings and text embeddings."""
         self._image_cache.clear()
         self._text_cache.clear()
+        self._truncated_texts.clear()
 
     def describe(self) -> dict[str, Any]:
         """Model id, revision, device, dtype, patch budget: for reports."""
@@ -538,7 +537,7 @@ class _ScoreRun:
                     self.progress(done, len(self.to_encode))
         masc.stats.encode_seconds += time.perf_counter() - started
         for index, result in enumerate(self.results):
-            if result is None:  # only when an image failed with errors="return" handled above
+            if result is None:  # every sample is scored or holds its error by now; guard the invariant
                 raise MaSCError(f"sample {index} was never scored (internal error)")
         return self.results
 
@@ -611,6 +610,7 @@ class _ScoreRun:
         for index in self.waiting[key]:
             if self.results[index] is None:
                 self.results[index] = error
+                self._release(index)
 
     # -- encoding and scoring
 
@@ -732,7 +732,9 @@ class _ScoreRun:
             "prompt_text": stripped.text,
             "subject_found": stripped.subject_found,
             "prompt_stripped": stripped.text.split() != sample.prompt.split(),
-            "prompt_truncated": masc.truncated(stripped.text),
+            "prompt_truncated": any(
+                masc.truncated(text) for text in (stripped.text, sample.prompt, *self.distractor_texts[index])
+            ),
             "ref_grid": list(ref.grid),
             "out_grid": list(out.grid),
             "ref_patches": int(ref_weights.numel()),

@@ -6,6 +6,7 @@ transformers until a gate actually needs the model.
 from __future__ import annotations
 
 import os
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 SESSION_KEY: "pytest.StashKey[MascSession]" = pytest.StashKey()
 
 DEFAULT_MODEL = "google/siglip2-so400m-patch16-naflex"
+#: names --masc-dtype accepts (the scorer maps them to torch dtypes)
+DTYPE_NAMES = ("float32", "fp32", "float", "bfloat16", "bf16", "float16", "fp16", "half")
 
 #: option name -> (ini key, type, default, help)
 OPTIONS: dict[str, tuple[str, Any, Any, str]] = {
@@ -95,6 +98,10 @@ class Settings:
         if values["max_drop"] < 0:
             raise pytest.UsageError(f"--masc-max-drop must be >= 0, got {values['max_drop']}")
         baselines = parse_baselines(values["baselines"])
+        if values["dtype"] is not None and str(values["dtype"]).lower().removeprefix("torch.") not in DTYPE_NAMES:
+            raise pytest.UsageError(f"--masc-dtype {values['dtype']!r}: choose from {', '.join(DTYPE_NAMES)}")
+        if values["device"] is not None and not re.fullmatch(r"cpu|mps|cuda(:\d+)?", str(values["device"])):
+            raise pytest.UsageError(f"--masc-device {values['device']!r}: expected cpu, cuda, cuda:N or mps")
         return cls(
             enabled=bool(config.getoption("masc")),
             model=values["model"],
@@ -243,11 +250,17 @@ class MascSession:
                 owners.append(case_item.nodeid)
         reporter = ProgressLine(self.config, f"MaSC {item.path.name}")
         started = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PromptTruncatedWarning)  # re-issued per case, naming it
-            results = masc.score_many(samples, progress=reporter.update, errors="return")
-        reporter.close()
-        self.score_seconds += time.perf_counter() - started
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", PromptTruncatedWarning)  # re-issued per case, naming it
+                results = masc.score_many(samples, progress=reporter.update, errors="return")
+        except Exception as error:  # e.g. out of memory on one image: every case of the file reports it
+            for nodeid in owners:
+                self._suite_scores[nodeid] = error
+            raise
+        finally:
+            reporter.close()
+            self.score_seconds += time.perf_counter() - started
         for nodeid in dict.fromkeys(owners):
             self._suite_scores[nodeid] = []
         for nodeid, result in zip(owners, results):

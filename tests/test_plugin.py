@@ -534,3 +534,51 @@ def test_corrupt_baseline_file_fails_the_session_with_its_name(pytester, suite_d
     result.assert_outcomes(passed=3)
     assert result.ret == 1
     result.stdout.fnmatch_lines(["*ERROR cannot compare: *baseline.json: baseline file is not valid JSON*"])
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--masc-dtype=float64"], "*--masc-dtype 'float64': choose from float32*"),
+    (["--masc-device=gpu"], "*--masc-device 'gpu': expected cpu, cuda, cuda:N or mps*"),
+    (["--masc-protocol=,"], "*expected KIND=DATA_ROOT*"),
+    (["--masc-protocol=orida=/data,n_subjects=0"], "*n_subjects must be a positive integer*"),
+])
+def test_bad_device_dtype_and_protocol_values_are_usage_errors(pytester, tiny_model_dir, args, message):
+    result = run(pytester, tiny_model_dir, *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_missing_protocol_root_fails_before_loading_the_model(pytester, tmp_path):
+    result = pytester.runpytest("--masc", f"--masc-model={tmp_path / 'never-loaded'}",
+                                f"--masc-protocol=orida={tmp_path / 'no-data'}", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    output = result.stdout.str()
+    assert "orida root directory" in output and "no-data not found" in output
+    assert "cannot load the SigLIP2 checkpoint" not in output
+
+
+def test_scoring_failure_is_reported_by_every_case_of_the_file(pytester, suite_dir, tiny_model_dir):
+    pytester.makeconftest(textwrap.dedent("""
+        from pytest_masc.errors import DeviceError
+        from pytest_masc.scorer import MaSC
+
+        CALLS = []
+        ORIGINAL = MaSC._forward
+
+        def fail(self, batch):
+            CALLS.append(len(batch))
+            raise DeviceError("out of memory encoding a single image (simulated)")
+
+        def pytest_sessionstart(session):  # suite items use no fixtures: patch for the session
+            MaSC._forward = fail
+
+        def pytest_sessionfinish(session):
+            MaSC._forward = ORIGINAL
+
+        def pytest_terminal_summary(terminalreporter):
+            terminalreporter.write_line(f"FORWARD-CALLS={len(CALLS)}")
+    """))
+    result = run(pytester, tiny_model_dir)
+    result.assert_outcomes(failed=3)
+    assert result.stdout.str().count("out of memory encoding a single image (simulated)") >= 3
+    assert "FORWARD-CALLS=1" in result.stdout.lines
