@@ -573,6 +573,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--dtype", help="our model dtype (default: bfloat16 on CUDA, float32 on CPU)")
     parser.add_argument("--batch-size", type=int, help="images per vision forward, ours and encoder-only (default: ours)")
     parser.add_argument("--num-workers", type=int, help="our image-reading threads (default: ours)")
+    parser.add_argument("--encode-streams", type=int, help="our side-by-side vision forwards (default: ours)")
     parser.add_argument("--max-patches", type=int, default=1024, help="NaFlex patch budget (default 1024)")
     parser.add_argument("--concepts", type=int, help="concepts (DreamBench++: 150)")
     parser.add_argument("--prompts", type=int, help="prompts per concept (9)")
@@ -660,7 +661,8 @@ def measure(args, preset, device, dtype, model_dir: Path, workload: Workload, wa
 
     masc = MaSC.from_pretrained(
         model_dir, device=device, dtype=dtype, max_num_patches=args.max_patches,
-        batch_size=args.batch_size, num_workers=args.num_workers, local_files_only=True,
+        batch_size=args.batch_size, num_workers=args.num_workers, encode_streams=args.encode_streams,
+        local_files_only=True,
     )
     vision_config = masc.model.vision_model.config
     results: dict[str, Any] = {
@@ -673,7 +675,7 @@ def measure(args, preset, device, dtype, model_dir: Path, workload: Workload, wa
         "model": str(args.model) if args.model else f"random weights, preset {args.preset}",
         "vision_config": {k: getattr(vision_config, k) for k in
                           ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size")},
-        "ours_config": {**masc.describe(), "num_workers": masc.num_workers},
+        "ours_config": {**masc.describe(), "num_workers": masc.num_workers, "encode_streams": masc.encode_streams},
         "workload": workload.describe(),
         "rounds": args.rounds,
     }

@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
@@ -192,6 +193,7 @@ class MaSC:
         fg_threshold: float = DEFAULT_THRESHOLD,
         batch_size: Optional[int] = None,
         num_workers: Optional[int] = None,
+        encode_streams: Optional[int] = None,
         cache_size: int = 64,
         model_id: str = DEFAULT_MODEL,
         revision: Optional[str] = None,
@@ -214,6 +216,15 @@ class MaSC:
         # Readers must keep a GPU fed (about 500 SO400M images/s): use the cores there.
         cores = os.cpu_count() or 1
         self.num_workers = int(num_workers) if num_workers else (min(32, cores) if device.type == "cuda" else min(8, cores))
+        # On CPU, forwards of one image each on one thread, side by side, beat one forward on
+        # all threads (1.3x measured on 2 cores; benchmarks/RESULTS.md). A GPU runs one stream.
+        cpu_threads = torch.get_num_threads()
+        if encode_streams is None:
+            encode_streams = 1 if device.type != "cpu" else max(1, min(4, cpu_threads))
+        self.encode_streams = int(encode_streams)
+        if self.encode_streams < 1:
+            raise ValueError(f"encode_streams must be positive, got {encode_streams}")
+        self.stream_threads = max(1, cpu_threads // self.encode_streams) if self.encode_streams > 1 else None
         self.model_id = model_id
         self.revision = revision
         self.text_length = int(getattr(model.config.text_config, "max_position_embeddings", 64))
@@ -244,6 +255,7 @@ class MaSC:
         local_files_only: bool = False,
         cache_dir: Optional[str | os.PathLike] = None,
         num_workers: Optional[int] = None,
+        encode_streams: Optional[int] = None,
     ) -> "MaSC":
         """Load a SigLIP2 NaFlex checkpoint (hub id or local directory) and its processor.
 
@@ -258,6 +270,8 @@ class MaSC:
             local_files_only: never touch the network (also set by ``HF_HUB_OFFLINE=1``).
             cache_dir: Hugging Face cache directory.
             num_workers: threads that read and preprocess images.
+            encode_streams: vision forwards run side by side; ``None``: one on a GPU, on a
+                CPU as many as torch has threads (at most 4), each with its share of them.
 
         Raises:
             ModelLoadError: weights missing offline, or not a SigLIP2 checkpoint.
@@ -297,6 +311,7 @@ class MaSC:
             fg_threshold=fg_threshold,
             batch_size=batch_size,
             num_workers=num_workers,
+            encode_streams=encode_streams,
             model_id=model_id,
             revision=getattr(config, "_commit_hash", None) or revision,
         )
@@ -375,6 +390,7 @@ class MaSC:
             "max_num_patches": self.max_num_patches,
             "fg_threshold": self.fg_threshold,
             "batch_size": self.batch_size,
+            "encode_streams": self.encode_streams,
         }
 
     # ------------------------------------------------------------------ internals
@@ -492,6 +508,20 @@ class MaSC:
             self._image_cache.popitem(last=False)
 
 
+@contextlib.contextmanager
+def _intra_op_threads(count: Optional[int]):
+    """Set torch's intra-op thread count for the block (``None``: leave it), then restore it."""
+    if count is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 class _ScoreRun:
     """One ``score_many`` call: the plan, the pipeline and the per-sample scoring."""
 
@@ -508,33 +538,38 @@ class _ScoreRun:
         self.text_embedding = masc.encode_texts(texts)
         self._plan_images()
         started = time.perf_counter()
-        lookahead = 2 * masc.batch_size + masc.num_workers
-        with ThreadPoolExecutor(max_workers=masc.num_workers, thread_name_prefix="masc-read") as pool:
-            # A bounded window of images is read ahead while the vision tower runs.
+        lookahead = 2 * masc.batch_size * masc.encode_streams + masc.num_workers
+        with ThreadPoolExecutor(max_workers=masc.num_workers, thread_name_prefix="masc-read") as pool, \
+                ThreadPoolExecutor(max_workers=masc.encode_streams, thread_name_prefix="masc-encode") as encoder, \
+                _intra_op_threads(masc.stream_threads):
+            # A bounded window of images is read ahead while the vision tower runs; on CPU,
+            # several single-threaded forwards run side by side (faster there than one
+            # multi-threaded forward), and finished batches are scored in order.
             pending = deque()
             upcoming = iter(self.to_encode)
             for key in itertools.islice(upcoming, lookahead):
                 pending.append((key, pool.submit(self._prepare_safely, key)))
+            in_flight: deque = deque()
             done = 0
             batch: list[tuple[tuple, _Pixels]] = []
-            while pending:
-                key, future = pending.popleft()
-                for next_key in itertools.islice(upcoming, 1):
-                    pending.append((next_key, pool.submit(self._prepare_safely, next_key)))
-                pixels = future.result()
-                if isinstance(pixels, Exception):
-                    self._fail_key(key, pixels)
-                    continue
-                batch.append((key, pixels))
-                if len(batch) >= masc.batch_size or not pending:
-                    done += self._run_batch(batch)
+            while pending or batch or in_flight:
+                if pending:
+                    key, future = pending.popleft()
+                    for next_key in itertools.islice(upcoming, 1):
+                        pending.append((next_key, pool.submit(self._prepare_safely, next_key)))
+                    pixels = future.result()
+                    if isinstance(pixels, Exception):
+                        self._fail_key(key, pixels)
+                    else:
+                        batch.append((key, pixels))
+                if batch and (len(batch) >= masc.batch_size or not pending):
+                    in_flight.append((batch, encoder.submit(self._encode_in_stream, batch)))
                     batch = []
+                while in_flight and (len(in_flight) >= masc.encode_streams or not pending):
+                    finished, encodings = in_flight.popleft()
+                    done += self._finish_batch(finished, encodings.result())
                     if self.progress:
                         self.progress(done, len(self.to_encode))
-            if batch:
-                done += self._run_batch(batch)
-                if self.progress:
-                    self.progress(done, len(self.to_encode))
         masc.stats.encode_seconds += time.perf_counter() - started
         for index, result in enumerate(self.results):
             if result is None:  # every sample is scored or holds its error by now; guard the invariant
@@ -614,9 +649,14 @@ class _ScoreRun:
 
     # -- encoding and scoring
 
-    def _run_batch(self, batch: list[tuple[tuple, _Pixels]]) -> int:
+    def _encode_in_stream(self, batch: list[tuple[tuple, _Pixels]]) -> list[_Encoding]:
+        """Encoder thread: one vision forward (inference mode is per thread)."""
+        with torch.inference_mode():
+            return self.masc._encode_batch([pixels for _, pixels in batch])
+
+    def _finish_batch(self, batch: list[tuple[tuple, _Pixels]], encodings: list[_Encoding]) -> int:
+        """Main thread: keep a batch's encodings, cache references, score what became ready."""
         masc = self.masc
-        encodings = masc._encode_batch([pixels for _, pixels in batch])
         masc.stats.images_encoded += len(batch)
         candidates = set()
         for (key, _), encoding in zip(batch, encodings):

@@ -422,3 +422,20 @@ def test_long_prompt_warns_and_is_flagged(tiny_masc):
         warnings.simplefilter("error", PromptTruncatedWarning)
         short = masc.score(picture(1), box_mask(), picture(2), box_mask(), "a lake")
     assert short.extras["prompt_truncated"] is False
+
+
+@pytest.mark.parametrize("streams", [2, 3])
+def test_parallel_encode_streams_give_the_same_scores(tiny_model_dir, mixed_samples, streams):
+    """Side-by-side CPU forwards (one thread each) score like one stream, encode each image once,
+    and leave torch's thread count as it was."""
+    threads = torch.get_num_threads()
+    single = MaSC.from_pretrained(tiny_model_dir, device="cpu", batch_size=2, encode_streams=1)
+    parallel = MaSC.from_pretrained(tiny_model_dir, device="cpu", batch_size=2, encode_streams=streams)
+    expected = single.score_many(mixed_samples)
+    got = parallel.score_many(mixed_samples)
+    assert torch.get_num_threads() == threads
+    assert parallel.stats.images_encoded == single.stats.images_encoded
+    for a, b in zip(expected, got):
+        for field in SCORE_FIELDS:
+            x, y = getattr(a, field), getattr(b, field)
+            assert (math.isnan(x) and math.isnan(y)) or abs(x - y) <= 1e-5, (field, x, y)
