@@ -531,6 +531,7 @@ class _ScoreRun:
         self.progress = progress
         self.errors = errors
         self.results: list[Any] = [None] * len(samples)
+        self.grid_weights: dict[tuple, torch.Tensor] = {}  # (image key, mask key) -> (Hp * Wp,)
 
     def run(self) -> list[Any]:
         masc = self.masc
@@ -689,11 +690,13 @@ class _ScoreRun:
             self._release(index)
 
     def _release(self, index: int) -> None:
-        """Sample ``index`` is done: drop the encodings that no pending sample needs."""
+        """Sample ``index`` is done: drop the encodings (and grid weights) no pending sample needs."""
         for key in (self.ref_keys[index], self.out_keys[index]):
             self.remaining[key] -= 1
             if self.remaining[key] == 0:
                 self.encoded.pop(key, None)
+                for mask_key in self.masks_of[key]:
+                    self.grid_weights.pop((key, mask_key), None)
 
     def _background_pools(self, ready: list[int]) -> dict[tuple, tuple[torch.Tensor, torch.Tensor]]:
         """Pooled background embedding ``(D,)`` (on the device) and grid weights ``(N,)`` (on
@@ -709,8 +712,8 @@ class _ScoreRun:
             tokens = encodings[0].tokens.new_zeros(len(chunk), longest, encodings[0].tokens.shape[-1])
             hidden = torch.ones(len(chunk), longest, dtype=torch.bool)
             weights_list = []
-            for row, ((_, mask_key), encoding) in enumerate(zip(chunk, encodings)):
-                weights = functional.mask_to_grid(torch.from_numpy(encoding.masks[mask_key]), encoding.grid)
+            for row, ((out_key, mask_key), encoding) in enumerate(zip(chunk, encodings)):
+                weights = self._grid_weights(out_key, mask_key)
                 weights_list.append(weights)
                 count = len(encoding.tokens)
                 tokens[row, :count] = encoding.tokens
@@ -719,6 +722,15 @@ class _ScoreRun:
             for row, pair in enumerate(chunk):
                 pools[pair] = (pooled[row], weights_list[row])
         return pools
+
+    def _grid_weights(self, image_key: tuple, mask_key: tuple) -> torch.Tensor:
+        """``(Hp * Wp,)`` mask weights on the image's patch grid, resized once per (image, mask):
+        a reference shared by many outputs is not resized again for each."""
+        key = (image_key, mask_key)
+        if key not in self.grid_weights:
+            encoding = self.encoded[image_key]
+            self.grid_weights[key] = functional.mask_to_grid(torch.from_numpy(encoding.masks[mask_key]), encoding.grid)
+        return self.grid_weights[key]
 
     def _score_group(self, ready: list[int]) -> list[Score]:
         """Scores of samples whose images are encoded. The device work of the whole group is
@@ -733,7 +745,7 @@ class _ScoreRun:
             sample = self.samples[index]
             ref = self.encoded[self.ref_keys[index]]
             out = self.encoded[self.out_keys[index]]
-            ref_weights = functional.mask_to_grid(torch.from_numpy(ref.masks[self.ref_mask_keys[index]]), ref.grid)
+            ref_weights = self._grid_weights(self.ref_keys[index], self.ref_mask_keys[index])
             # Only foreground rows count for CP (and its map), so only they are compared.
             foreground = ref_weights > masc.fg_threshold
             rows = torch.nonzero(foreground).squeeze(1)
