@@ -8,27 +8,19 @@ if TYPE_CHECKING:
 
 
 def _summary(state: "MascSession") -> dict[str, Any]:
-    """Summary statistics, computed once per session."""
-    cached = getattr(state, "_summary_cache", None)
-    if cached is not None:
-        return cached
+    """Summary statistics (per-concept table, agreement with humans), computed once per session."""
+    if state.summary is not None:
+        return state.summary
     from .report import concept_table, human_agreement
 
     records = state.sorted_records()
-    summary: dict[str, Any] = {"concepts": concept_table(records), "agreement": {}, "suites": {}}
     scored = [r for r in records if r.error is None]
-    try:
-        summary["agreement"] = human_agreement(scored)
-    except ImportError:  # agreement statistics need numpy/krippendorff; the summary still prints
-        summary["agreement"] = {}
+    state.summary = {"concepts": concept_table(records), "agreement": human_agreement(scored), "suites": {}}
     for suite_name in sorted({r.suite for r in scored}):
         members = [r for r in scored if r.suite == suite_name]
         if any(r.human for r in members):
-            summary["suites"][suite_name] = {"agreement": human_agreement(members)}
-    summary["suite_findings"] = list(state.suite_findings)
-    summary["baseline_regressions"] = list(state.baseline_findings)
-    state._summary_cache = summary
-    return summary
+            state.summary["suites"][suite_name] = {"agreement": human_agreement(members)}
+    return state.summary
 
 
 def _check_suite_gates(state: "MascSession", summary: dict[str, Any]) -> list[str]:

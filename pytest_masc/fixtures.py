@@ -2,6 +2,7 @@
 ``masc_segmenter`` (override it to compute masks)."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -107,7 +108,7 @@ class MascCheck:
         )
         node = self._request.node
         self._checks += 1
-        record_scores(
+        record = record_scores(
             self._session,
             nodeid=plain_nodeid(node),
             kind="python",
@@ -127,19 +128,12 @@ class MascCheck:
         )
         if len(scores) == 1:
             return scores[0]
-        from .gates import combine_scores
-
-        combined, per_reference = combine_scores(scores)
-        first = scores[0]
-        return type(first)(
-            concept=float("nan") if combined["concept"] is None else combined["concept"],
-            prompt=first.prompt,
-            global_concept=combined["global_concept"],
-            global_prompt=first.global_prompt,
-            prompt_margin=first.prompt_margin,
-            distractor_prompts=first.distractor_prompts,
-            extras={**first.extras, "concept_per_reference": per_reference},
-            concept_map=first.concept_map,
+        # Several references: CP and global CP are the record's means over them.
+        return dataclasses.replace(
+            scores[0],
+            concept=record.score("concept"),
+            global_concept=record.score("global_concept"),
+            extras={**scores[0].extras, "concept_per_reference": record.concept_per_reference},
         )
 
 

@@ -63,7 +63,8 @@ class Record:
         return math.nan if value is None else float(value)
 
 
-def _clean(value: float) -> Optional[float]:
+def nan_to_none(value: Optional[float]) -> Optional[float]:
+    """JSON-ready: a float, or ``None`` for NaN (and for ``None``)."""
     return None if value is None or math.isnan(value) else float(value)
 
 
@@ -83,7 +84,7 @@ def combine_scores(scores: Sequence["Score"]) -> tuple[dict[str, Optional[float]
         "global_prompt": first.global_prompt,
         "prompt_margin": first.prompt_margin,
     }
-    return {k: _clean(v) for k, v in combined.items()}, [_clean(c) for c in concepts]
+    return {k: nan_to_none(v) for k, v in combined.items()}, [nan_to_none(c) for c in concepts]
 
 
 def evaluate_gates(record: Record) -> list[str]:

@@ -6,7 +6,6 @@ readable report.
 """
 from __future__ import annotations
 
-import math
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 import pytest
 
 from .errors import MaSCError, SuiteError
-from .gates import Record, combine_scores, evaluate_gates, failure_report
+from .gates import Record, combine_scores, evaluate_gates, failure_report, nan_to_none
 
 if TYPE_CHECKING:
     from .session import MascSession
@@ -70,7 +69,7 @@ def record_scores(
         image=describe(image),
         scores=combined,
         concept_per_reference=per_reference,
-        distractor_prompts={k: (None if math.isnan(v) else v) for k, v in first.distractor_prompts.items()},
+        distractor_prompts={k: nan_to_none(v) for k, v in first.distractor_prompts.items()},
         gates=dict(gates),
         human={k: [float(x) for x in v] for k, v in (human or {}).items()},
         extras={**first.extras, "fg_threshold": session.model().fg_threshold},

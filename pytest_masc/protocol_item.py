@@ -7,7 +7,6 @@ paper-style table in the terminal summary and checks the suite-level gates
 """
 from __future__ import annotations
 
-import math
 import time
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -16,6 +15,7 @@ import pytest
 from pathlib import Path
 
 from .errors import InputError, MaSCError
+from .gates import nan_to_none
 
 if TYPE_CHECKING:
     from .session import MascSession
@@ -111,7 +111,7 @@ class MascProtocolItem(pytest.Item):
             "min_alpha_concept": pooled.get(("concept", "MaSC CP")),
             "min_alpha_prompt": pooled.get(("prompt", "MaSC PF")),
         }
-        return format_table(rows) + "\n\n" + data.summary(), {k: _finite(v) for k, v in values.items()}
+        return format_table(rows) + "\n\n" + data.summary(), {k: nan_to_none(v) for k, v in values.items()}
 
     def _orida(self, session, masc, progress) -> tuple[str, dict[str, Optional[float]]]:
         from .protocols import evaluate_identity, format_identity, load_orida
@@ -123,7 +123,7 @@ class MascProtocolItem(pytest.Item):
         )
         scores = masc.score_many(data.samples, progress=progress.update, errors="return")
         result = evaluate_identity(data, scores)
-        return format_identity(result), {"min_auc": _finite(result["metrics"]["MaSC CP"].value)}
+        return format_identity(result), {"min_auc": nan_to_none(result["metrics"]["MaSC CP"].value)}
 
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, (MascProtocolFailure, MaSCError)):
@@ -139,7 +139,3 @@ class MascProtocolFailure(AssertionError):
 
     def __init__(self, suite: str, failures: list[str], table: str) -> None:
         super().__init__("suite gate failed: " + "; ".join(failures) + "\n" + table)
-
-
-def _finite(value: Optional[float]) -> Optional[float]:
-    return None if value is None or math.isnan(value) else float(value)

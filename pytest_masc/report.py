@@ -12,7 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
-from .gates import Record
+from .gates import Record, nan_to_none
 
 BASELINE_VERSION = 1
 
@@ -71,12 +71,8 @@ def human_agreement(records: Sequence[Record], n_resamples: int = 1000) -> dict[
         metric = np.array([r.scores[score_key] for r in rated], dtype=float)
         alpha = human_alpha(metric, ratings)
         low, high = human_alpha_ci(metric, ratings, n_resamples=n_resamples, seed=0)
-        results[score_key] = {"alpha": _nan_none(alpha), "ci": [_nan_none(low), _nan_none(high)], "units": len(rated)}
+        results[score_key] = {"alpha": nan_to_none(alpha), "ci": [nan_to_none(low), nan_to_none(high)], "units": len(rated)}
     return results
-
-
-def _nan_none(value: float) -> Optional[float]:
-    return None if value is None or math.isnan(float(value)) else float(value)
 
 
 def _fmt(value: Optional[float], digits: int = 3) -> str:

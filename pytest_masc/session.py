@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import pytest
 
 from .errors import MaSCError
-from .gates import Record, evaluate_gates
+from .gates import Record
 from .protocol_item import parse_protocol_option
 
 if TYPE_CHECKING:
@@ -154,12 +154,12 @@ class MascSession:
     suite_findings: list[str] = field(default_factory=list)  # suite-level gate failures
     baseline_findings: list[str] = field(default_factory=list)
     baseline_written: Optional[Path] = None
-    started: float = field(default_factory=time.time)
     _model: Any = None
     _model_error: Optional[BaseException] = None
     _suite_scores: dict[str, Any] = field(default_factory=dict)  # nodeid -> list[Score] | Exception
     suite_gates: dict[str, dict[str, float]] = field(default_factory=dict)  # suite name -> suite-level gates
     protocol_tables: list[dict[str, Any]] = field(default_factory=list)  # printed in the summary
+    summary: Optional[dict[str, Any]] = None  # statistics of the finished session, computed once
     load_seconds: float = 0.0
     score_seconds: float = 0.0
 
@@ -305,4 +305,4 @@ class ProgressLine:
             self.reporter.write("\r" + " " * 80 + "\r")
 
 
-__all__ = ["MascSession", "SESSION_KEY", "Settings", "OPTIONS", "evaluate_gates", "worker_index"]
+__all__ = ["MascSession", "SESSION_KEY", "Settings", "OPTIONS", "worker_index"]

@@ -582,3 +582,20 @@ def test_scoring_failure_is_reported_by_every_case_of_the_file(pytester, suite_d
     result.assert_outcomes(failed=3)
     assert result.stdout.str().count("out of memory encoding a single image (simulated)") >= 3
     assert "FORWARD-CALLS=1" in result.stdout.lines
+
+
+def test_check_with_several_references_returns_their_mean(pytester, suite_dir, tiny_model_dir):
+    pytester.makepyfile(test_two_refs=textwrap.dedent("""
+        import math
+        import pytest
+
+        @pytest.mark.masc(reference=["refs/dog.png", "refs/dog2.png"],
+                          reference_mask=["refs/dog_mask.png", "refs/dog2_mask.png"], min_concept=0.0)
+        def test_two(masc):
+            score = masc.check(image="out/beach.png", mask="out/beach_mask.png", prompt="a dog")
+            one, two = score.extras["concept_per_reference"]
+            assert math.isclose(score.concept, (one + two) / 2, abs_tol=1e-7)
+            assert one != two and score.concept_map is not None
+    """))
+    (suite_dir / "masc_dogs.toml").unlink()
+    run(pytester, tiny_model_dir).assert_outcomes(passed=1)
