@@ -86,12 +86,28 @@ def background_hidden(out_weights: torch.Tensor, threshold: float = 0.5) -> torc
     return out_weights >= threshold
 
 
+def pool_keys_values(head: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """The pooling head's key and value projections of ``tokens``.
+
+    Args:
+        head: a ``Siglip2MultiheadAttentionPoolingHead``.
+        tokens: ``(B, L, D)`` patch tokens.
+
+    Returns:
+        ``(B, L, 2 * D)``: keys ``[..., :D]`` and values ``[..., D:]``, in the head's dtype.
+        One projection serves every pool of the same tokens (global and background).
+    """
+    attention = head.attention
+    width = attention.embed_dim
+    return F.linear(tokens, attention.in_proj_weight[width:], attention.in_proj_bias[width:])
+
+
 def attention_pool(head: torch.nn.Module, tokens: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
     """SigLIP2's attention-pooling head over the tokens that are not hidden.
 
-    The head's learned probe attends to the keys with ``hidden`` ones excluded
-    (``key_padding_mask``), then its layer norm and MLP apply with the residual, exactly as
-    ``Siglip2MultiheadAttentionPoolingHead.forward`` does with a padding mask.
+    The head's learned probe attends to the keys with ``hidden`` ones excluded, then its
+    layer norm and MLP apply with the residual, as ``Siglip2MultiheadAttentionPoolingHead``
+    does with a padding mask.
 
     Args:
         head: a ``Siglip2MultiheadAttentionPoolingHead`` (``probe``, ``attention``,
@@ -104,17 +120,52 @@ def attention_pool(head: torch.nn.Module, tokens: torch.Tensor, hidden: torch.Te
     """
     if tokens.ndim != 3 or hidden.shape != tokens.shape[:2]:
         raise ValueError(f"tokens (B, L, D) and hidden (B, L) disagree: {tuple(tokens.shape)} vs {tuple(hidden.shape)}")
+    return attention_pool_projected(head, pool_keys_values(head, tokens), hidden)
+
+
+def attention_pool_projected(head: torch.nn.Module, keys_values: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    r""":func:`attention_pool` from projected keys and values (:func:`pool_keys_values`).
+
+    With the probe's query ``q``, per head ``h`` of width ``d``:
+
+    .. math::  a_h = \sum_{j \notin H} \mathrm{softmax}_j\big(q_h \cdot k_{j,h} / \sqrt{d}\big)\, v_{j,h},
+               \qquad \mathrm{pool} = o + \mathrm{MLP}(\mathrm{LN}(o)),\ o = W_o [a_1 \dots a_H] + b_o
+
+    Hidden keys get no weight and their values are zeroed, so nothing of a hidden token
+    (not even an infinite or NaN one) reaches the pool.
+
+    Args:
+        head: a ``Siglip2MultiheadAttentionPoolingHead``.
+        keys_values: ``(B, L, 2 * D)``.
+        hidden: ``(B, L)`` bool, True for keys to exclude.
+
+    Returns:
+        ``(B, D)`` pooled embeddings in the head's dtype; rows with every key hidden are NaN.
+    """
+    if keys_values.ndim != 3 or hidden.shape != keys_values.shape[:2]:
+        raise ValueError(
+            f"keys_values (B, L, 2D) and hidden (B, L) disagree: {tuple(keys_values.shape)} vs {tuple(hidden.shape)}"
+        )
+    attention = head.attention
+    batch, length, _ = keys_values.shape
+    width, heads = attention.embed_dim, attention.num_heads
+    head_width = width // heads
+    probe = head.probe.reshape(1, width).to(keys_values.dtype)
+    query = F.linear(probe, attention.in_proj_weight[:width], attention.in_proj_bias[:width])
+    query = query.reshape(heads, head_width) * head_width ** -0.5
+    keys = keys_values[..., :width].reshape(batch, length, heads, head_width)
+    values = keys_values[..., width:].reshape(batch, length, heads, head_width)
+    # Softmax in float32 whatever the model dtype, as fused attention kernels do.
+    logits = torch.einsum("hd,blhd->bhl", query, keys).to(torch.float32)
     nothing_left = hidden.all(dim=-1)
-    # A fully hidden row would make softmax produce NaN inside the kernel; pool it over
-    # everything and overwrite it with NaN afterwards, so no garbage escapes.
-    safe_hidden = hidden & ~nothing_left[:, None]
-    # Masked keys get zero attention weight, but 0 * inf and 0 * NaN are NaN: zero the hidden
-    # tokens so that nothing of them, whatever their values, reaches the pool.
-    tokens = tokens.masked_fill(hidden[..., None], 0.0)
-    probe = head.probe.expand(tokens.shape[0], -1, -1).to(tokens.dtype)
-    attended = head.attention(probe, tokens, tokens, key_padding_mask=safe_hidden, need_weights=False)[0]
+    # A fully hidden row would make softmax produce NaN; pool it over everything and
+    # overwrite it with NaN afterwards (unconditionally: a test would wait on the device).
+    logits = logits.masked_fill((hidden & ~nothing_left[:, None])[:, None, :], -math.inf)
+    weights = logits.softmax(dim=-1).to(keys_values.dtype)
+    values = values.masked_fill(hidden[:, :, None, None], 0.0)
+    attended = torch.einsum("bhl,blhd->bhd", weights, values).reshape(batch, 1, width)
+    attended = F.linear(attended, attention.out_proj.weight, attention.out_proj.bias)
     pooled = attended + head.mlp(head.layernorm(attended))
-    # Unconditionally: testing for any fully hidden row first would wait on the device.
     return pooled[:, 0].masked_fill(nothing_left[:, None], math.nan)
 
 

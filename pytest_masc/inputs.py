@@ -162,7 +162,9 @@ def mask_weights(array: np.ndarray, name: str = "mask") -> np.ndarray:
         raise InputError(f"{name}: mask is empty (shape {tuple(array.shape)})")
     if array.dtype == bool:
         return array.astype(np.float32)
-    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+    if np.issubdtype(array.dtype, np.integer):
+        return _integer_mask_weights(array, name)
+    if not np.issubdtype(array.dtype, np.floating):
         raise InputError(f"{name}: mask dtype {array.dtype} is not numeric")
     values = array.astype(np.float32)
     if not np.isfinite(values).all():
@@ -179,11 +181,31 @@ def mask_weights(array: np.ndarray, name: str = "mask") -> np.ndarray:
         # Small whole numbers are instance or class ids (0 = background), not faint weights:
         # dividing {0, 1, 2} by 255 would silently leave no foreground at all.
         return (values > 0).astype(np.float32)
-    if peak > 255 or array.dtype == np.uint16:
+    if peak > 255:
         return np.clip(values / 65535.0, 0.0, 1.0)
-    if peak > 1.0 or array.dtype == np.uint8:
+    if peak > 1.0:
         return np.clip(values / 255.0, 0.0, 1.0)
     return values
+
+
+def _integer_mask_weights(array: np.ndarray, name: str) -> np.ndarray:
+    """:func:`mask_weights` for integer masks, the usual case (8-bit PNGs): the same rules as
+    for floats holding whole numbers, with one float32 array made, for the result."""
+    low, peak = int(array.min()), int(array.max())
+    if low < 0:
+        raise InputError(f"{name}: mask holds negative values (min {low})")
+    weights = np.empty(array.shape, np.float32)
+    if peak == 0:
+        weights.fill(0.0)  # all background
+        return weights
+    two_valued = low == peak or (low == 0 and np.count_nonzero(array == peak) + np.count_nonzero(array == 0) == array.size)
+    if two_valued or peak <= MAX_LABEL:
+        # Two values, or small whole numbers: binary (instance or class ids, 0 = background).
+        np.greater(array, 0, out=weights, casting="unsafe")
+        return weights
+    weights[...] = array
+    weights /= np.float32(65535.0 if peak > 255 or array.dtype == np.uint16 else 255.0)
+    return np.minimum(weights, np.float32(1.0), out=weights)
 
 
 def load_mask(source: MaskInput, what: str = "mask") -> np.ndarray:

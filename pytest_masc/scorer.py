@@ -31,6 +31,7 @@ from .errors import DeviceError, InputError, MaSCError, ModelLoadError
 from .inputs import describe, load_image, load_mask, source_key
 from .preprocess import naflex_patches, patch_normalisation
 from .text import strip_subject
+from .vision import OneImageVisionForward, unsupported_reason
 from .types import Sample, Score
 
 DEFAULT_MODEL = "google/siglip2-so400m-patch16-naflex"
@@ -78,6 +79,9 @@ class _Encoding:
     grid: tuple[int, int]
     size: tuple[int, int]
     masks: dict[tuple, np.ndarray] = field(default_factory=dict)
+    # (Hp * Wp, 2 * D) the pooling head's keys and values, kept when the forward made them
+    # (the one-image forward), so the background pool does not project the tokens again.
+    keys_values: Optional[torch.Tensor] = None
     _unit: Optional[torch.Tensor] = None
 
     @property
@@ -194,6 +198,7 @@ class MaSC:
         batch_size: Optional[int] = None,
         num_workers: Optional[int] = None,
         encode_streams: Optional[int] = None,
+        one_image_forward: Optional[bool] = None,
         cache_size: int = 64,
         model_id: str = DEFAULT_MODEL,
         revision: Optional[str] = None,
@@ -225,6 +230,11 @@ class MaSC:
         if self.encode_streams < 1:
             raise ValueError(f"encode_streams must be positive, got {encode_streams}")
         self.stream_threads = max(1, cpu_threads // self.encode_streams) if self.encode_streams > 1 else None
+        # On CPU, a forward of one image skips the padded-batch machinery (vision.py); it is
+        # used for batches of one, the CPU default. GPUs run Transformers' batched forward.
+        if one_image_forward is None:
+            one_image_forward = device.type == "cpu" and unsupported_reason(model.vision_model) is None
+        self.one_image_forward = OneImageVisionForward(model.vision_model) if one_image_forward else None
         self.model_id = model_id
         self.revision = revision
         self.text_length = int(getattr(model.config.text_config, "max_position_embeddings", 64))
@@ -256,6 +266,7 @@ class MaSC:
         cache_dir: Optional[str | os.PathLike] = None,
         num_workers: Optional[int] = None,
         encode_streams: Optional[int] = None,
+        one_image_forward: Optional[bool] = None,
     ) -> "MaSC":
         """Load a SigLIP2 NaFlex checkpoint (hub id or local directory) and its processor.
 
@@ -272,6 +283,8 @@ class MaSC:
             num_workers: threads that read and preprocess images.
             encode_streams: vision forwards run side by side; ``None``: one on a GPU, on a
                 CPU as many as torch has threads (at most 4), each with its share of them.
+            one_image_forward: encode batches of one image with :mod:`pytest_masc.vision`'s
+                lean forward instead of Transformers' padded one; ``None``: on CPU.
 
         Raises:
             ModelLoadError: weights missing offline, or not a SigLIP2 checkpoint.
@@ -312,6 +325,7 @@ class MaSC:
             batch_size=batch_size,
             num_workers=num_workers,
             encode_streams=encode_streams,
+            one_image_forward=one_image_forward,
             model_id=model_id,
             revision=getattr(config, "_commit_hash", None) or revision,
         )
@@ -391,6 +405,7 @@ class MaSC:
             "fg_threshold": self.fg_threshold,
             "batch_size": self.batch_size,
             "encode_streams": self.encode_streams,
+            "one_image_forward": self.one_image_forward is not None,
         }
 
     # ------------------------------------------------------------------ internals
@@ -451,6 +466,8 @@ class MaSC:
 
     def _forward(self, batch: list[_Pixels]) -> list[_Encoding]:
         """One vision forward; the batch is padded to its longest sequence, not to the budget."""
+        if len(batch) == 1 and self.one_image_forward is not None:
+            return [self._forward_one(batch[0])]
         longest = max(len(p.patches) for p in batch)
         raw = batch[0].patches.dtype == np.uint8
         pixel_values = torch.zeros(len(batch), longest, batch[0].patches.shape[1],
@@ -477,6 +494,20 @@ class MaSC:
             _Encoding(hidden[row, : len(p.patches)], pooled[row], p.grid, p.size, p.masks)
             for row, p in enumerate(batch)
         ]
+
+    def _forward_one(self, pixels: _Pixels) -> _Encoding:
+        """One image through :class:`~pytest_masc.vision.OneImageVisionForward`; the global
+        pool comes from keys and values that the background pool reuses."""
+        patches = torch.from_numpy(pixels.patches).to(self.device)
+        if patches.dtype == torch.uint8:
+            scale, offset = self._patch_normalisation
+            patches = patches.to(torch.float32) / scale - offset
+        tokens = self.one_image_forward(patches.to(self.dtype), pixels.grid)
+        head = self.model.vision_model.head
+        keys_values = functional.pool_keys_values(head, tokens[None])
+        nothing_hidden = torch.zeros(1, len(tokens), dtype=torch.bool, device=self.device)
+        pooled = functional.attention_pool_projected(head, keys_values, nothing_hidden)[0]
+        return _Encoding(tokens, pooled, pixels.grid, pixels.size, pixels.masks, keys_values=keys_values[0])
 
     def _encode_batch(self, batch: list[_Pixels]) -> list[_Encoding]:
         """Vision forward with out-of-memory recovery: halve the batch, down to one image."""
@@ -700,25 +731,29 @@ class _ScoreRun:
 
     def _background_pools(self, ready: list[int]) -> dict[tuple, tuple[torch.Tensor, torch.Tensor]]:
         """Pooled background embedding ``(D,)`` (on the device) and grid weights ``(N,)`` (on
-        the CPU) per (output, output mask) pair, pooled in batches."""
+        the CPU) per (output, output mask) pair, pooled in batches. Keys and values the
+        forward already projected are reused; the others are projected here."""
         masc = self.masc
         pairs = list(dict.fromkeys((self.out_keys[i], self.out_mask_keys[i]) for i in ready))
         pools = {}
         head = masc.model.vision_model.head
-        for start in range(0, len(pairs), max(masc.batch_size, 8)):
-            chunk = pairs[start:start + max(masc.batch_size, 8)]
+        chunk_size = max(masc.batch_size, 8)
+        for start in range(0, len(pairs), chunk_size):
+            chunk = pairs[start:start + chunk_size]
             encodings = [self.encoded[out_key] for out_key, _ in chunk]
             longest = max(len(e.tokens) for e in encodings)
-            tokens = encodings[0].tokens.new_zeros(len(chunk), longest, encodings[0].tokens.shape[-1])
             hidden = torch.ones(len(chunk), longest, dtype=torch.bool)
-            weights_list = []
+            weights_list, projected = [], []
             for row, ((out_key, mask_key), encoding) in enumerate(zip(chunk, encodings)):
                 weights = self._grid_weights(out_key, mask_key)
                 weights_list.append(weights)
-                count = len(encoding.tokens)
-                tokens[row, :count] = encoding.tokens
-                hidden[row, :count] = functional.background_hidden(weights, masc.fg_threshold)
-            pooled = functional.attention_pool(head, tokens, hidden.to(masc.device)).to(torch.float32)
+                hidden[row, :len(encoding.tokens)] = functional.background_hidden(weights, masc.fg_threshold)
+                if encoding.keys_values is None:
+                    encoding.keys_values = functional.pool_keys_values(head, encoding.tokens[None])[0]
+                projected.append(encoding.keys_values)
+            # (B, L, 2D), zero-padded; the padding is hidden
+            keys_values = torch.nn.utils.rnn.pad_sequence(projected, batch_first=True) if len(projected) > 1 else projected[0][None]
+            pooled = functional.attention_pool_projected(head, keys_values, hidden.to(masc.device)).to(torch.float32)
             for row, pair in enumerate(chunk):
                 pools[pair] = (pooled[row], weights_list[row])
         return pools

@@ -41,13 +41,15 @@ def box_mask(height: int = 48, width: int = 64, top: int = 8, left: int = 16) ->
 
 
 class Counter:
-    """Counts the rows through the vision and text towers of one model, by wrapping their
-    ``forward`` with an instance attribute (removed again by :meth:`remove`)."""
+    """Counts the rows through the vision and text towers of one scorer: Transformers'
+    ``forward`` of each tower is wrapped with an instance attribute, and the one-image
+    forward (``masc.one_image_forward``) with a counting stand-in; :meth:`remove` undoes both."""
 
     def __init__(self, masc: MaSC):
         self.images = 0
         self.texts = 0
         self.image_calls = 0
+        self.masc = masc
         self.towers = (masc.model.vision_model, masc.model.text_model)
         vision_forward, text_forward = (tower.forward for tower in self.towers)
 
@@ -62,11 +64,20 @@ class Counter:
 
         self.towers[0].forward = count_vision
         self.towers[1].forward = count_text
+        self.one_image_forward = masc.one_image_forward
+        if self.one_image_forward is not None:
+            def count_one(patches, grid):
+                self.images += 1
+                self.image_calls += 1
+                return self.one_image_forward(patches, grid)
+
+            masc.one_image_forward = count_one
 
     def remove(self) -> None:
         for tower in self.towers:
             if "forward" in tower.__dict__:
                 del tower.forward  # back to the class's forward
+        self.masc.one_image_forward = self.one_image_forward
 
 
 @pytest.fixture
