@@ -507,11 +507,13 @@ def encoder_phase(masc, images: Sequence[str], batch_size: int, warmup: int, dev
     batched ``batch_size`` at a time in the given order, each batch padded to its longest
     image; only the forwards are timed (after one warm-up batch unless ``warmup`` is 0), one
     after another on the calling thread. The forward is the one ours uses: at batch 1 with
-    ``masc.one_image_forward`` (the CPU default) that one-image forward, otherwise
-    ``model.vision_model``. Returns the phase and the analytic FLOPs of one pass over the
+    ``masc.one_image_forward`` (the CPU default) that one-image forward and the pooling
+    head's global pool, otherwise ``model.vision_model`` (which runs the head too). Returns the phase and the analytic FLOPs of one pass over the
     images (real patches only, padding not counted).
     """
     import torch
+
+    from pytest_masc import functional
 
     patches, grids = [], []
     for path in images:
@@ -535,8 +537,10 @@ def encoder_phase(masc, images: Sequence[str], batch_size: int, warmup: int, dev
     one_image = masc.one_image_forward if batch_size == 1 else None
 
     def forward(pixel_values, attention, shapes):
-        if one_image is not None:
-            return one_image(pixel_values[0], tuple(int(x) for x in shapes[0]))
+        if one_image is not None:  # as ours: tokens, then the head's keys/values and global pool
+            tokens = one_image(pixel_values[0], tuple(int(x) for x in shapes[0]))
+            keys_values = functional.pool_keys_values(vision.head, tokens[None])
+            return functional.attention_pool_projected(vision.head, keys_values, attention[:, :len(tokens)] == 0)
         return vision(pixel_values=pixel_values, pixel_attention_mask=attention, spatial_shapes=shapes)
 
     def run():

@@ -155,15 +155,16 @@ def attention_pool_projected(head: torch.nn.Module, keys_values: torch.Tensor, h
     query = query.reshape(heads, head_width) * head_width ** -0.5
     keys = keys_values[..., :width].reshape(batch, length, heads, head_width)
     values = keys_values[..., width:].reshape(batch, length, heads, head_width)
-    # Softmax in float32 whatever the model dtype, as fused attention kernels do.
-    logits = torch.einsum("hd,blhd->bhl", query, keys).to(torch.float32)
+    # The attention itself in float32 whatever the model dtype (one query: cheap), as fused
+    # attention kernels accumulate; the projections and the MLP stay in the head's dtype.
+    logits = torch.einsum("hd,blhd->bhl", query.to(torch.float32), keys.to(torch.float32))
     nothing_left = hidden.all(dim=-1)
     # A fully hidden row would make softmax produce NaN; pool it over everything and
     # overwrite it with NaN afterwards (unconditionally: a test would wait on the device).
     logits = logits.masked_fill((hidden & ~nothing_left[:, None])[:, None, :], -math.inf)
-    weights = logits.softmax(dim=-1).to(keys_values.dtype)
-    values = values.masked_fill(hidden[:, :, None, None], 0.0)
-    attended = torch.einsum("bhl,blhd->bhd", weights, values).reshape(batch, 1, width)
+    weights = logits.softmax(dim=-1)
+    values = values.masked_fill(hidden[:, :, None, None], 0.0).to(torch.float32)
+    attended = torch.einsum("bhl,blhd->bhd", weights, values).reshape(batch, 1, width).to(keys_values.dtype)
     attended = F.linear(attended, attention.out_proj.weight, attention.out_proj.bias)
     pooled = attended + head.mlp(head.layernorm(attended))
     return pooled[:, 0].masked_fill(nothing_left[:, None], math.nan)

@@ -79,8 +79,8 @@ class _Encoding:
     grid: tuple[int, int]
     size: tuple[int, int]
     masks: dict[tuple, np.ndarray] = field(default_factory=dict)
-    # (Hp * Wp, 2 * D) the pooling head's keys and values, kept when the forward made them
-    # (the one-image forward), so the background pool does not project the tokens again.
+    # (Hp * Wp, 2 * D) the pooling head's keys and values when the forward made them (the
+    # one-image forward); a run moves them to its own table for the outputs' background pools.
     keys_values: Optional[torch.Tensor] = None
     _unit: Optional[torch.Tensor] = None
 
@@ -389,8 +389,10 @@ class MaSC:
         return text in self._truncated_texts
 
     def clear_cache(self) -> None:
-        """Drop cached image encodings and text embeddings."""
+        """Drop cached image encodings, text embeddings and resized position embeddings."""
         self._image_cache.clear()
+        if self.one_image_forward is not None:
+            self.one_image_forward.clear()
         self._text_cache.clear()
         self._truncated_texts.clear()
 
@@ -563,6 +565,7 @@ class _ScoreRun:
         self.errors = errors
         self.results: list[Any] = [None] * len(samples)
         self.grid_weights: dict[tuple, torch.Tensor] = {}  # (image key, mask key) -> (Hp * Wp,)
+        self.keys_values: dict[tuple, torch.Tensor] = {}  # output image key -> (Hp * Wp, 2D), until released
 
     def run(self) -> list[Any]:
         masc = self.masc
@@ -660,6 +663,7 @@ class _ScoreRun:
             else:
                 self.to_encode.append(key)
         self.is_reference = set(self.ref_keys)
+        self.is_output = set(self.out_keys)
         ready = {i for key in self.encoded for i in self.waiting[key]}
         self._score_ready(sorted(ready))
 
@@ -692,6 +696,10 @@ class _ScoreRun:
         masc.stats.images_encoded += len(batch)
         candidates = set()
         for (key, _), encoding in zip(batch, encodings):
+            # Keys and values serve only an output's background pool: kept for outputs, per run.
+            if encoding.keys_values is not None and key in self.is_output:
+                self.keys_values[key] = encoding.keys_values
+            encoding.keys_values = None
             self.encoded[key] = encoding
             if key in self.is_reference:
                 masc._cache_put(key, encoding)
@@ -726,6 +734,7 @@ class _ScoreRun:
             self.remaining[key] -= 1
             if self.remaining[key] == 0:
                 self.encoded.pop(key, None)
+                self.keys_values.pop(key, None)
                 for mask_key in self.masks_of[key]:
                     self.grid_weights.pop((key, mask_key), None)
 
@@ -748,9 +757,9 @@ class _ScoreRun:
                 weights = self._grid_weights(out_key, mask_key)
                 weights_list.append(weights)
                 hidden[row, :len(encoding.tokens)] = functional.background_hidden(weights, masc.fg_threshold)
-                if encoding.keys_values is None:
-                    encoding.keys_values = functional.pool_keys_values(head, encoding.tokens[None])[0]
-                projected.append(encoding.keys_values)
+                if out_key not in self.keys_values:
+                    self.keys_values[out_key] = functional.pool_keys_values(head, encoding.tokens[None])[0]
+                projected.append(self.keys_values[out_key])
             # (B, L, 2D), zero-padded; the padding is hidden
             keys_values = torch.nn.utils.rnn.pad_sequence(projected, batch_first=True) if len(projected) > 1 else projected[0][None]
             pooled = functional.attention_pool_projected(head, keys_values, hidden.to(masc.device)).to(torch.float32)

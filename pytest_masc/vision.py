@@ -36,10 +36,12 @@ _GELU_SCALE = 2.0 * math.sqrt(2.0 / math.pi)
 
 
 def unsupported_reason(vision_model: Any) -> Optional[str]:
-    """Why :class:`OneImageVisionTower` cannot run ``vision_model`` (None when it can).
+    """Why :class:`OneImageVisionForward` cannot run ``vision_model`` (None when it can).
 
     It needs the SigLIP2 layout (patch ``Linear``, pre-norm layers with ``q/k/v/out_proj``
-    and a two-layer MLP, a post layer norm) in eval mode.
+    and a two-layer MLP, a post layer norm) in eval mode, built of plain ``torch.nn`` layers
+    with their weights in memory: no quantised or offloaded layers (subclasses, meta
+    weights), no hooks and no replaced ``forward``, since it reads the weights directly.
     """
     try:
         embeddings, layers = vision_model.embeddings, list(vision_model.encoder.layers)
@@ -54,8 +56,15 @@ def unsupported_reason(vision_model: Any) -> Optional[str]:
         return f"not a SigLIP2 vision tower ({error})"
     if vision_model.training:
         return "the model is in training mode"
-    if not all(isinstance(part, (torch.nn.Linear, torch.nn.LayerNorm, torch.nn.Embedding)) for part in parts):
-        return "unexpected layer types"
+    plain = (torch.nn.Linear, torch.nn.LayerNorm, torch.nn.Embedding)
+    for part in parts:
+        if type(part) not in plain:
+            return f"a {type(part).__name__} layer (only plain Linear, LayerNorm and Embedding layers)"
+    for module in vision_model.modules():
+        if module._forward_hooks or module._forward_pre_hooks or "forward" in module.__dict__:
+            return f"{type(module).__name__} has hooks or a replaced forward"
+    if any(parameter.is_meta for parameter in vision_model.parameters()):
+        return "weights are not loaded (meta device: offloaded or not materialised)"
     return None
 
 
@@ -66,32 +75,43 @@ class OneImageVisionForward:
 
     Args:
         vision_model: a ``Siglip2VisionTransformer`` (``model.vision_model``), in eval mode.
-        position_cache: how many grids' resized position embeddings to keep.
+        position_cache: how many grids' resized position embeddings to keep (each ``N x D``,
+            about 4.5 MiB for SO400M at 1024 patches in float32).
     """
 
-    def __init__(self, vision_model: Any, position_cache: int = 32) -> None:
+    def __init__(self, vision_model: Any, position_cache: int = 8) -> None:
         reason = unsupported_reason(vision_model)
         if reason is not None:
             raise ValueError(f"cannot run this vision tower one image at a time: {reason}")
         self.vision_model = vision_model
-        self._positions: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
+        self._positions: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._position_cache = int(position_cache)
         self._lock = threading.Lock()
 
-    def positions(self, grid: tuple[int, int]) -> torch.Tensor:
-        """``(Hp * Wp, D)`` position embeddings resized to ``grid`` (bilinear, antialiased)."""
+    def clear(self) -> None:
+        """Drop the kept position embeddings."""
         with self._lock:
-            cached = self._positions.get(grid)
-            if cached is not None:
-                self._positions.move_to_end(grid)
-                return cached
+            self._positions.clear()
+
+    def positions(self, grid: tuple[int, int]) -> torch.Tensor:
+        """``(Hp * Wp, D)`` position embeddings resized to ``grid`` (bilinear, antialiased).
+
+        Kept per grid and per state of the table (its storage, device and in-place version),
+        so weights loaded or moved later are never served stale."""
         embeddings = self.vision_model.embeddings
+        weight = embeddings.position_embedding.weight
+        key = (tuple(grid), weight.device, weight.data_ptr(), weight._version)
+        with self._lock:
+            cached = self._positions.get(key)
+            if cached is not None:
+                self._positions.move_to_end(key)
+                return cached
         side = embeddings.position_embedding_size
-        table = embeddings.position_embedding.weight.reshape(side, side, -1)
+        table = weight.reshape(side, side, -1)
         shapes = torch.tensor([grid], dtype=torch.long, device=table.device)
         resized = embeddings.resize_positional_embeddings(table, shapes, max_length=grid[0] * grid[1])[0]
         with self._lock:
-            self._positions[grid] = resized
+            self._positions[key] = resized
             while len(self._positions) > self._position_cache:
                 self._positions.popitem(last=False)
         return resized
@@ -146,7 +166,8 @@ class OneImageVisionForward:
         norm, mlp = layer.layer_norm2, layer.mlp
         normed = F.layer_norm(hidden, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
         torch.addmm(mlp.fc1.bias, normed, mlp.fc1.weight.t(), out=activations)
-        if type(mlp.activation_fn).__name__ in _TANH_GELU:
+        # The in-place form rounds four times: exact enough in float32 only.
+        if type(mlp.activation_fn).__name__ in _TANH_GELU and activations.dtype == torch.float32:
             tanh_gelu_(activations, gate)
             result = activations
         else:

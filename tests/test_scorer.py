@@ -40,6 +40,23 @@ def box_mask(height: int = 48, width: int = 64, top: int = 8, left: int = 16) ->
     return mask
 
 
+class CountingForward:
+    """A one-image forward that counts its calls on a :class:`Counter` (other attributes are
+    the wrapped forward's)."""
+
+    def __init__(self, forward, counter: "Counter"):
+        self.forward = forward
+        self.counter = counter
+
+    def __call__(self, patches, grid):
+        self.counter.images += 1
+        self.counter.image_calls += 1
+        return self.forward(patches, grid)
+
+    def __getattr__(self, name):
+        return getattr(self.forward, name)
+
+
 class Counter:
     """Counts the rows through the vision and text towers of one scorer: Transformers'
     ``forward`` of each tower is wrapped with an instance attribute, and the one-image
@@ -66,12 +83,7 @@ class Counter:
         self.towers[1].forward = count_text
         self.one_image_forward = masc.one_image_forward
         if self.one_image_forward is not None:
-            def count_one(patches, grid):
-                self.images += 1
-                self.image_calls += 1
-                return self.one_image_forward(patches, grid)
-
-            masc.one_image_forward = count_one
+            masc.one_image_forward = CountingForward(self.one_image_forward, self)
 
     def remove(self) -> None:
         for tower in self.towers:

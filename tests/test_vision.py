@@ -107,14 +107,26 @@ def test_tanh_gelu_in_place_is_tanh_gelu(values):
     torch.testing.assert_close(result, expected, atol=1e-6, rtol=1e-5)
 
 
-def test_positions_are_cached_per_grid_and_bounded(tiny_masc):
-    forward = OneImageVisionForward(tiny_masc.model.vision_model, position_cache=2)
+def test_positions_are_cached_per_grid_and_bounded():
+    vision = vision_tower()
+    forward = OneImageVisionForward(vision, position_cache=2)
     with torch.inference_mode():
         first = forward.positions((4, 6))
         assert forward.positions((4, 6)) is first
         forward.positions((6, 4))
         forward.positions((3, 3))
-    assert list(forward._positions) == [(6, 4), (3, 3)]
+    assert [key[0] for key in forward._positions] == [(6, 4), (3, 3)]
+    # new weights in place (as a reload does) are not served from the cache
+    with torch.no_grad():
+        vision.embeddings.position_embedding.weight.mul_(2.0)
+    with torch.inference_mode():
+        doubled = forward.positions((3, 3))
+    assert [key[0] for key in forward._positions] == [(3, 3), (3, 3)]
+    forward.clear()
+    assert not forward._positions
+    expected = vision.embeddings.resize_positional_embeddings(
+        vision.embeddings.position_embedding.weight.reshape(16, 16, -1), torch.tensor([[3, 3]]), 9)[0]
+    torch.testing.assert_close(doubled, expected)
 
 
 def test_forwards_side_by_side_match_one_at_a_time(tiny_masc):
@@ -146,7 +158,7 @@ def test_patches_must_fill_the_grid(tiny_masc):
         OneImageVisionForward(vision)(random_patches(vision, (3, 4)), (3, 5))
 
 
-def test_unsupported_towers_are_refused_with_the_reason(tiny_masc):
+def test_unsupported_towers_are_refused_with_the_reason():
     vision = vision_tower()
     assert unsupported_reason(vision) is None
     vision.train()
@@ -154,6 +166,85 @@ def test_unsupported_towers_are_refused_with_the_reason(tiny_masc):
     with pytest.raises(ValueError, match="training mode"):
         OneImageVisionForward(vision)
     assert "not a SigLIP2 vision tower" in unsupported_reason(torch.nn.Linear(2, 2))
+
+
+class QuantisedLinear(torch.nn.Linear):
+    """Stands for a quantised layer (bitsandbytes and the like subclass ``nn.Linear``)."""
+
+
+def test_layers_it_cannot_read_directly_are_refused():
+    vision = vision_tower()
+    fc1 = vision.encoder.layers[0].mlp.fc1
+    vision.encoder.layers[0].mlp.fc1 = QuantisedLinear(fc1.in_features, fc1.out_features)
+    assert unsupported_reason(vision) == "a QuantisedLinear layer (only plain Linear, LayerNorm and Embedding layers)"
+
+    vision = vision_tower()
+    handle = vision.encoder.layers[1].register_forward_hook(lambda *args: None)
+    assert "has hooks or a replaced forward" in unsupported_reason(vision)
+    handle.remove()
+    assert unsupported_reason(vision) is None
+    vision.post_layernorm.forward = lambda x: x
+    assert "has hooks or a replaced forward" in unsupported_reason(vision)
+
+    from transformers import Siglip2Model
+
+    with torch.device("meta"):
+        on_meta = Siglip2Model(tiny_config()).eval().vision_model
+    assert "meta device" in unsupported_reason(on_meta)
+
+
+def test_scorer_falls_back_to_transformers_when_refused(tiny_masc):
+    vision = vision_tower()
+    vision.encoder.layers[0].register_forward_pre_hook(lambda *args: None)
+    model = type("Model", (), {"vision_model": vision, "config": tiny_masc.model.config})()
+    masc = MaSC(model, tiny_masc.image_processor, tiny_masc.tokenizer, device=torch.device("cpu"), dtype=torch.float32)
+    assert masc.one_image_forward is None and not masc.describe()["one_image_forward"]
+    with pytest.raises(ValueError, match="has hooks"):
+        MaSC(model, tiny_masc.image_processor, tiny_masc.tokenizer, device=torch.device("cpu"),
+             dtype=torch.float32, one_image_forward=True)
+
+
+def test_keys_values_are_kept_for_outputs_and_only_during_a_run(tiny_masc, tmp_path):
+    """An image scored as a reference is cached without keys/values; scored later as an
+    output, its background pool projects them for that run alone."""
+    from PIL import Image
+
+    from pytest_masc import Sample
+
+    rng = np.random.default_rng(1)
+    paths = {}
+    for name in ("a", "b", "c"):
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
+        mask = np.zeros((48, 64), np.uint8)
+        mask[10:30, 20:50] = 255
+        Image.fromarray(mask).save(tmp_path / f"{name}_mask.png")
+        paths[name] = (str(tmp_path / f"{name}.png"), str(tmp_path / f"{name}_mask.png"))
+    masc = MaSC(tiny_masc.model, tiny_masc.image_processor, tiny_masc.tokenizer,
+                device=tiny_masc.device, dtype=tiny_masc.dtype)
+    first = masc.score_many([Sample(*paths["a"], *paths["b"], "a dog", "dog")])
+    assert len(masc._image_cache) == 1
+    assert all(encoding.keys_values is None for encoding in masc._image_cache.values())
+    second = masc.score_many([Sample(*paths["c"], *paths["a"], "a dog", "dog")])  # "a" as the output now
+    assert masc.stats.images_cached == 1
+    assert all(encoding.keys_values is None for encoding in masc._image_cache.values())
+    fresh = MaSC(tiny_masc.model, tiny_masc.image_processor, tiny_masc.tokenizer,
+                 device=tiny_masc.device, dtype=tiny_masc.dtype).score_many([Sample(*paths["c"], *paths["a"], "a dog", "dog")])
+    assert second[0].prompt == pytest.approx(fresh[0].prompt, abs=1e-6)
+    assert not math.isnan(first[0].prompt)
+
+
+def test_bfloat16_pooling_stays_close_to_float64():
+    vision = vision_tower()
+    head = vision.head
+    generator = torch.Generator().manual_seed(4)
+    tokens = torch.randn(3, 50, head.probe.shape[-1], generator=generator)
+    hidden = torch.rand(3, 50, generator=generator) < 0.5
+    with torch.inference_mode():
+        exact = functional.attention_pool(head.double(), tokens.double(), hidden)
+        rounded = functional.attention_pool(head.to(torch.bfloat16), tokens.to(torch.bfloat16), hidden)
+    assert rounded.dtype == torch.bfloat16
+    cosines = F.cosine_similarity(rounded.double(), exact, dim=-1)
+    assert float(cosines.min()) > 0.999
 
 
 def test_pooled_and_keys_values_match_the_trained_head(tiny_masc):
