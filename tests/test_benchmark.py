@@ -13,14 +13,20 @@ import pytest
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "throughput.py"
 
 
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """One checkpoint and one set of PNGs for both runs (the script reuses a --workdir)."""
+    return tmp_path_factory.mktemp("throughput")
+
+
 @pytest.mark.parametrize("forward_flag, forward", [([], "one-image forward"),
                                                    (["--transformers-forward"], "Transformers vision_model")])
-def test_throughput_script_runs_and_agrees(tmp_path, forward_flag, forward):
+def test_throughput_script_runs_and_agrees(tmp_path, workdir, forward_flag, forward):
     pytest.importorskip("masc")
     out = tmp_path / "result.json"
     command = [
         sys.executable, str(SCRIPT), "--preset", "cpu", "--concepts", "1", "--prompts", "2", "--methods", "2",
-        "--max-patches", "64", "--warmup", "1", "--workdir", str(tmp_path / "work"), "--json", str(out),
+        "--max-patches", "64", "--warmup", "1", "--workdir", str(workdir), "--json", str(out),
         *forward_flag,
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
