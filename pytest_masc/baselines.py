@@ -51,6 +51,19 @@ def _load_error(kind: str, model_id: str, revision: Optional[str], error: BaseEx
     return ModelLoadError(f"cannot load the {kind} checkpoint {model_id!r}{at}: {reason}. {hint}")
 
 
+def _checked_config(kind: str, model_type: str, expected: str, model_id: str, hub: dict) -> Any:
+    """The checkpoint's config, or a ``ModelLoadError`` when it is missing or of another type."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model_id, **hub)
+    except Exception as error:  # hub, network and file errors come in many types
+        raise _load_error(kind, model_id, hub.get("revision"), error) from error
+    if getattr(config, "model_type", None) != model_type:
+        raise ModelLoadError(f"{model_id!r} is a {getattr(config, 'model_type', 'unknown')!r} checkpoint, not {expected}")
+    return config
+
+
 def _resolve_device(device: Any):
     import torch
 
@@ -144,17 +157,12 @@ class CLIPScorer(_Encoder):
         Raises:
             ModelLoadError: weights missing (offline or not downloaded) or not a CLIP checkpoint.
         """
-        from transformers import AutoConfig, CLIPModel, CLIPTokenizer
+        from transformers import CLIPModel, CLIPTokenizer
         from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
         model_id = os.fspath(model_id)
         hub = dict(revision=revision, local_files_only=local_files_only, cache_dir=cache_dir)
-        try:
-            config = AutoConfig.from_pretrained(model_id, **hub)
-        except Exception as error:  # hub, network and file errors come in many types
-            raise _load_error("CLIP", model_id, revision, error) from error
-        if getattr(config, "model_type", None) != "clip":
-            raise ModelLoadError(f"{model_id!r} is a {getattr(config, 'model_type', 'unknown')!r} checkpoint, not CLIP")
+        _checked_config("CLIP", "clip", "CLIP", model_id, hub)
         try:
             model = CLIPModel.from_pretrained(model_id, **hub)
             processor = CLIPImageProcessorPil.from_pretrained(model_id, **hub)
@@ -253,18 +261,11 @@ class DINOScorer(_Encoder):
         Raises:
             ModelLoadError: weights missing (offline or not downloaded) or not a ViT checkpoint.
         """
-        from transformers import AutoConfig, ViTModel
+        from transformers import ViTModel
 
         model_id = os.fspath(model_id)
         hub = dict(revision=revision, local_files_only=local_files_only, cache_dir=cache_dir)
-        try:
-            config = AutoConfig.from_pretrained(model_id, **hub)
-        except Exception as error:
-            raise _load_error("DINO ViT", model_id, revision, error) from error
-        if getattr(config, "model_type", None) != "vit":
-            raise ModelLoadError(
-                f"{model_id!r} is a {getattr(config, 'model_type', 'unknown')!r} checkpoint, not a ViT (DINO) one"
-            )
+        _checked_config("DINO ViT", "vit", "a ViT (DINO) one", model_id, hub)
         try:
             model = ViTModel.from_pretrained(model_id, add_pooling_layer=False, **hub)
         except Exception as error:

@@ -140,15 +140,17 @@ def test_dino_center_crop_rounds_like_torchvision(height, first_row):
     assert round(value * 255) == first_row
 
 
-def test_missing_weights_fail_clearly(tmp_path, clip_dir):
+def test_missing_weights_fail_clearly(tmp_path, clip_dir, dino_dir):
     with pytest.raises(ModelLoadError, match=r"openai/clip-vit-base-patch32.*hf download"):
         CLIPScorer.from_pretrained(local_files_only=True, cache_dir=tmp_path / "empty-cache")
     with pytest.raises(ModelLoadError, match=r"facebook/dino-vits8.*hf download"):
         DINOScorer.from_pretrained(local_files_only=True, cache_dir=tmp_path / "empty-cache")
     with pytest.raises(ModelLoadError, match="no such directory"):
         DINOScorer.from_pretrained(str(tmp_path / "nowhere"), local_files_only=True)
-    with pytest.raises(ModelLoadError, match="not a ViT"):
+    with pytest.raises(ModelLoadError, match=r"is a 'clip' checkpoint, not a ViT \(DINO\) one"):
         DINOScorer.from_pretrained(clip_dir, local_files_only=True)
+    with pytest.raises(ModelLoadError, match=r"is a 'vit' checkpoint, not CLIP"):
+        CLIPScorer.from_pretrained(dino_dir, local_files_only=True)
 
 
 def test_baseline_metrics_feed_the_dreambench_table(tmp_path, clip, dino):
