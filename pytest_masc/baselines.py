@@ -64,16 +64,6 @@ def _checked_config(kind: str, model_type: str, expected: str, model_id: str, hu
     return config
 
 
-def _resolve_device(device: Any):
-    import torch
-
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    from .scorer import resolve_device
-
-    return resolve_device(device)
-
-
 def _unit(x):
     return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
@@ -158,6 +148,8 @@ class CLIPScorer(_Encoder):
             ModelLoadError: weights missing (offline or not downloaded) or not a CLIP checkpoint.
         """
         from transformers import CLIPModel, CLIPTokenizer
+
+        from .scorer import resolve_device  # imports torch: only when a baseline is loaded
         from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
         model_id = os.fspath(model_id)
@@ -169,7 +161,7 @@ class CLIPScorer(_Encoder):
             tokenizer = CLIPTokenizer.from_pretrained(model_id, **hub)
         except Exception as error:
             raise _load_error("CLIP", model_id, revision, error) from error
-        resolved = _resolve_device(device)
+        resolved = resolve_device(device)
         model = model.eval().to(resolved)
         model.requires_grad_(False)
         return cls(model, processor, tokenizer, resolved, batch_size, model_id)
@@ -263,6 +255,8 @@ class DINOScorer(_Encoder):
         """
         from transformers import ViTModel
 
+        from .scorer import resolve_device
+
         model_id = os.fspath(model_id)
         hub = dict(revision=revision, local_files_only=local_files_only, cache_dir=cache_dir)
         _checked_config("DINO ViT", "vit", "a ViT (DINO) one", model_id, hub)
@@ -270,7 +264,7 @@ class DINOScorer(_Encoder):
             model = ViTModel.from_pretrained(model_id, add_pooling_layer=False, **hub)
         except Exception as error:
             raise _load_error("DINO ViT", model_id, revision, error) from error
-        resolved = _resolve_device(device)
+        resolved = resolve_device(device)
         model = model.eval().to(resolved)
         model.requires_grad_(False)
         return cls(model, resolved, batch_size, model_id)
