@@ -471,7 +471,7 @@ class MaSC:
         if len(batch) == 1 and self.one_image_forward is not None:
             return [self._forward_one(batch[0])]
         longest = max(len(p.patches) for p in batch)
-        raw = batch[0].patches.dtype == np.uint8
+        raw = batch[0].patches.dtype == np.uint8  # normalised on the device, after the copy
         pixel_values = torch.zeros(len(batch), longest, batch[0].patches.shape[1],
                                    dtype=torch.uint8 if raw else torch.float32)
         attention = torch.zeros(len(batch), longest, dtype=torch.long)
@@ -481,10 +481,7 @@ class MaSC:
         shapes = torch.tensor([p.grid for p in batch], dtype=torch.long)
         if self.device.type == "cuda":  # an asynchronous copy needs page-locked memory
             pixel_values = pixel_values.pin_memory()
-        pixel_values = pixel_values.to(self.device, non_blocking=True)
-        if raw:  # normalise on the device: (x / 255 - mean) / std, in float32 as the processor does
-            scale, offset = self._patch_normalisation
-            pixel_values = pixel_values.to(torch.float32) / scale - offset
+        pixel_values = self._normalised(pixel_values.to(self.device, non_blocking=True))
         vision = self.model.vision_model(
             pixel_values=pixel_values.to(self.dtype),
             pixel_attention_mask=attention.to(self.device),
@@ -497,13 +494,18 @@ class MaSC:
             for row, p in enumerate(batch)
         ]
 
+    def _normalised(self, patches: torch.Tensor) -> torch.Tensor:
+        """uint8 patches (on the device) normalised as the processor does, ``(x / 255 - mean) / std``
+        in float32; float patches (already normalised by the processor) unchanged."""
+        if patches.dtype != torch.uint8:
+            return patches
+        scale, offset = self._patch_normalisation
+        return patches.to(torch.float32) / scale - offset
+
     def _forward_one(self, pixels: _Pixels) -> _Encoding:
         """One image through :class:`~pytest_masc.vision.OneImageVisionForward`; the global
         pool comes from keys and values that the background pool reuses."""
-        patches = torch.from_numpy(pixels.patches).to(self.device)
-        if patches.dtype == torch.uint8:
-            scale, offset = self._patch_normalisation
-            patches = patches.to(torch.float32) / scale - offset
+        patches = self._normalised(torch.from_numpy(pixels.patches).to(self.device))
         tokens = self.one_image_forward(patches.to(self.dtype), pixels.grid)
         head = self.model.vision_model.head
         keys_values = functional.pool_keys_values(head, tokens[None])
