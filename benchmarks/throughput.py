@@ -693,7 +693,7 @@ def measure(args, preset, device, dtype, model_dir: Path, workload: Workload, wa
         "model": str(args.model) if args.model else f"random weights, preset {args.preset}",
         "vision_config": {k: getattr(vision_config, k) for k in
                           ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size")},
-        "ours_config": {**masc.describe(), "num_workers": masc.num_workers, "encode_streams": masc.encode_streams},
+        "ours_config": {**masc.describe(), "num_workers": masc.num_workers},
         "workload": workload.describe(),
         "rounds": args.rounds,
     }
