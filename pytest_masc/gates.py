@@ -10,6 +10,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
+from .defaults import DEFAULT_THRESHOLD
+
 if TYPE_CHECKING:
     from .types import Score
 
@@ -91,7 +93,7 @@ def evaluate_gates(record: Record) -> list[str]:
     """Failure lines for ``record`` (empty when every gate passes); sets ``passed`` too."""
     failures: list[str] = []
     extras = record.extras
-    threshold = extras.get("fg_threshold", 0.5)
+    threshold = extras.get("fg_threshold", DEFAULT_THRESHOLD)
     if not _finite(record.scores.get("concept")):
         empty_refs = [i for i, c in enumerate(record.concept_per_reference) if not _finite(c)]
         which = "" if len(record.concept_per_reference) <= 1 else f" (reference {', '.join(str(i + 1) for i in empty_refs)})"

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from . import functional
+from .defaults import DEFAULT_MAX_PATCHES, DEFAULT_MODEL, DEFAULT_THRESHOLD, DTYPE_ALIASES
 from .errors import DeviceError, InputError, MaSCError, ModelLoadError
 from .inputs import describe, load_image, load_mask, source_key
 from .preprocess import naflex_patches, patch_normalisation
@@ -34,9 +35,6 @@ from .text import strip_subject
 from .vision import OneImageVisionForward, unsupported_reason
 from .types import Sample, Score
 
-DEFAULT_MODEL = "google/siglip2-so400m-patch16-naflex"
-DEFAULT_MAX_PATCHES = 1024
-DEFAULT_THRESHOLD = 0.5
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -116,13 +114,6 @@ def resolve_device(device: Optional[str | torch.device]) -> torch.device:
     return resolved
 
 
-_DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-}
-
-
 def resolve_dtype(dtype: Optional[str | torch.dtype], device: torch.device) -> torch.dtype:
     """``None`` means bfloat16 on CUDA and float32 elsewhere; names like ``"bf16"`` are accepted."""
     if dtype is None:
@@ -130,9 +121,9 @@ def resolve_dtype(dtype: Optional[str | torch.dtype], device: torch.device) -> t
     if isinstance(dtype, torch.dtype):
         return dtype
     key = str(dtype).lower().removeprefix("torch.")
-    if key not in _DTYPES:
-        raise ValueError(f"dtype {dtype!r} is not one of {sorted(set(_DTYPES))}")
-    return _DTYPES[key]
+    if key not in DTYPE_ALIASES:
+        raise ValueError(f"dtype {dtype!r} is not one of {sorted(DTYPE_ALIASES)}")
+    return getattr(torch, DTYPE_ALIASES[key])
 
 
 def _fast_preprocess_settings(image_processor: Any) -> Optional[dict[str, Any]]:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import pytest
 
+from .defaults import DEFAULT_MAX_PATCHES, DEFAULT_MODEL, DTYPE_ALIASES
 from .errors import MaSCError
 from .gates import Record
 from .protocol_item import parse_protocol_option
@@ -26,9 +27,6 @@ if TYPE_CHECKING:
 
 SESSION_KEY: "pytest.StashKey[MascSession]" = pytest.StashKey()
 
-DEFAULT_MODEL = "google/siglip2-so400m-patch16-naflex"
-#: names --masc-dtype accepts (the scorer maps them to torch dtypes)
-DTYPE_NAMES = ("float32", "fp32", "float", "bfloat16", "bf16", "float16", "fp16", "half")
 
 #: option name -> (ini key, type, default, help)
 OPTIONS: dict[str, tuple[str, Any, Any, str]] = {
@@ -36,7 +34,7 @@ OPTIONS: dict[str, tuple[str, Any, Any, str]] = {
     "revision": ("masc_revision", str, None, "hub revision (branch, tag or commit) of the model"),
     "device": ("masc_device", str, None, "torch device; default: cuda when available (one GPU per xdist worker), else cpu"),
     "dtype": ("masc_dtype", str, None, "model dtype: float32, bfloat16, float16; default bfloat16 on cuda, float32 on cpu"),
-    "max_patches": ("masc_max_patches", int, 1024, "NaFlex patch budget per image (the paper: 1024)"),
+    "max_patches": ("masc_max_patches", int, DEFAULT_MAX_PATCHES, "NaFlex patch budget per image (the paper: 1024)"),
     "batch_size": ("masc_batch_size", int, None, "images per vision forward; default 32 on cuda, 1 on cpu"),
     "json": ("masc_json", str, None, "write every case record, run metadata and the summary to this JSON file"),
     "baseline": ("masc_baseline", str, None, "baseline JSON file to compare against (or to write with --masc-update-baseline)"),
@@ -98,8 +96,8 @@ class Settings:
         if values["max_drop"] < 0:
             raise pytest.UsageError(f"--masc-max-drop must be >= 0, got {values['max_drop']}")
         baselines = parse_baselines(values["baselines"])
-        if values["dtype"] is not None and str(values["dtype"]).lower().removeprefix("torch.") not in DTYPE_NAMES:
-            raise pytest.UsageError(f"--masc-dtype {values['dtype']!r}: choose from {', '.join(DTYPE_NAMES)}")
+        if values["dtype"] is not None and str(values["dtype"]).lower().removeprefix("torch.") not in DTYPE_ALIASES:
+            raise pytest.UsageError(f"--masc-dtype {values['dtype']!r}: choose from {', '.join(DTYPE_ALIASES)}")
         if values["device"] is not None and not re.fullmatch(r"cpu|mps|cuda(:\d+)?", str(values["device"])):
             raise pytest.UsageError(f"--masc-device {values['device']!r}: expected cpu, cuda, cuda:N or mps")
         return cls(

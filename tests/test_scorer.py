@@ -351,6 +351,17 @@ def test_unknown_device_name_is_a_device_error(tiny_model_dir):
         MaSC.from_pretrained(tiny_model_dir, device="gpu0", local_files_only=True)
 
 
+def test_dtype_names_resolve_and_unknown_ones_are_refused(tiny_model_dir):
+    from pytest_masc.scorer import resolve_dtype
+
+    cpu = torch.device("cpu")
+    assert resolve_dtype("bf16", cpu) is torch.bfloat16
+    assert resolve_dtype("torch.float16", cpu) is torch.float16
+    assert resolve_dtype(None, cpu) is torch.float32
+    with pytest.raises(ValueError, match=r"dtype 'float64' is not one of \['bf16', 'bfloat16', 'float'"):
+        MaSC.from_pretrained(tiny_model_dir, device="cpu", dtype="float64", local_files_only=True)
+
+
 def test_loaded_scorer_describes_itself(tiny_model_dir):
     masc = MaSC.from_pretrained(tiny_model_dir, device="cpu", local_files_only=True, max_num_patches=64)
     assert masc.describe()["max_num_patches"] == 64
