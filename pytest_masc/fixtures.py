@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .types import Score
 
 #: keyword arguments ``@pytest.mark.masc(...)`` and ``masc.check(...)`` accept
-MARKER_KWARGS = frozenset({"reference", "reference_mask", "subject", "concept", "distractors", "human", *GATES})
+MARKER_KWARGS = ("reference", "reference_mask", "subject", "concept", "distractors", "human", *GATES)
 
 
 def _as_list(value: Any) -> list[Any]:

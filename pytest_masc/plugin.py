@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .fixtures import masc, masc_model, masc_segmenter, validate_marker  # noqa: F401  (fixtures)
+from .fixtures import MARKER_KWARGS, masc, masc_model, masc_segmenter, validate_marker  # noqa: F401  (fixtures)
 from .items import MascCaseItem, MascSuiteFile
 from .session import OPTIONS, SESSION_KEY, MascSession, Settings
 
@@ -39,8 +39,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "masc(reference, reference_mask, subject, concept, distractors, human, min_concept, min_prompt, "
-        "min_prompt_margin, min_global_concept, min_global_prompt): a MaSC gate; runs with --masc",
+        f"masc({', '.join(MARKER_KWARGS)}): a MaSC gate; runs with --masc",
     )
     config.addinivalue_line("markers", "masc_suite: a case collected from a masc_*.toml suite file")
     settings = Settings.from_config(config)

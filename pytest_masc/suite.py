@@ -129,6 +129,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 from .errors import SuiteError
+from .gates import GATES
 
 __all__ = [
     "CSV_COLUMNS",
@@ -143,7 +144,7 @@ __all__ = [
 ]
 
 #: Gates of one case: ``[suite]`` defaults, overridable per case. Each in ``[-1, 1]``.
-GATE_KEYS = ("min_concept", "min_prompt", "min_prompt_margin", "min_global_concept", "min_global_prompt")
+GATE_KEYS = tuple(GATES)
 #: Gates of the whole suite, ``[suite]`` only.
 SUITE_GATE_KEYS = ("min_alpha_concept", "min_alpha_prompt", "min_auc")
 #: Values of ``[protocol] kind``.
