@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from .session import MascSession
     from .types import Score
 
+#: why masc tests and fixtures are skipped without ``--masc``
+GATES_OFF = "MaSC gates are off: pass --masc to run them"
+
 #: keyword arguments ``@pytest.mark.masc(...)`` and ``masc.check(...)`` accept
 MARKER_KWARGS = ("reference", "reference_mask", "subject", "concept", "distractors", "human", *GATES)
 
@@ -142,7 +145,7 @@ def _session(request: pytest.FixtureRequest) -> "MascSession":
 
     session = request.config.stash[SESSION_KEY]
     if not session.settings.enabled:
-        pytest.skip("MaSC gates are off: pass --masc to run them")
+        pytest.skip(GATES_OFF)
     return session
 
 

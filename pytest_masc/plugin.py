@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .fixtures import MARKER_KWARGS, masc, masc_model, masc_segmenter, validate_marker  # noqa: F401  (fixtures)
+from .fixtures import GATES_OFF, MARKER_KWARGS, masc, masc_model, masc_segmenter, validate_marker  # noqa: F401  (fixtures)
 from .items import MascCaseItem, MascSuiteFile
 from .session import OPTIONS, SESSION_KEY, MascSession, Settings
 
@@ -81,7 +81,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector):
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     enabled = config.stash[SESSION_KEY].settings.enabled
-    skip = pytest.mark.skip(reason="MaSC gates are off: pass --masc to run them")
+    skip = pytest.mark.skip(reason=GATES_OFF)
     grouped = enabled and config.pluginmanager.hasplugin("xdist")
     protocol = config.stash[SESSION_KEY].settings.protocol
     if enabled and protocol:
