@@ -513,7 +513,7 @@ def encoder_phase(masc, images: Sequence[str], batch_size: int, warmup: int, dev
     """
     import torch
 
-    from pytest_masc import functional
+    from pytest_masc.metric import functional
 
     patches, grids = [], []
     for path in images:
@@ -624,7 +624,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     import torch
 
-    from pytest_masc.scorer import resolve_device, resolve_dtype
+    from pytest_masc.metric.scorer import resolve_device, resolve_dtype
 
     wanted_device = args.device or preset["device"]
     if wanted_device.startswith("cuda") and not torch.cuda.is_available() and not args.device:

@@ -24,12 +24,12 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .scorer import MaSC
+    from .metric.scorer import MaSC
 
 
 def __getattr__(name: str) -> Any:
     if name == "MaSC":
-        from .scorer import MaSC
+        from .metric.scorer import MaSC
 
         return MaSC
     raise AttributeError(f"module 'pytest_masc' has no attribute {name!r}")

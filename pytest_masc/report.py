@@ -55,7 +55,7 @@ def human_agreement(records: Sequence[Record], n_resamples: int = 1000) -> dict[
     """
     import numpy as np
 
-    from .agreement import human_alpha, human_alpha_ci
+    from .stats.agreement import human_alpha, human_alpha_ci
 
     pairs = {"concept": "concept", "global_concept": "concept", "prompt": "prompt", "global_prompt": "prompt"}
     results: dict[str, dict[str, Any]] = {}

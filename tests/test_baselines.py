@@ -8,7 +8,7 @@ from PIL import Image
 
 from pytest_masc import ModelLoadError
 from pytest_masc.testing import tiny_clip_checkpoint, tiny_dino_checkpoint
-from pytest_masc.baselines import (
+from pytest_masc.metric.baselines import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     CLIPScorer,

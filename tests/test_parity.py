@@ -18,7 +18,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pytest_masc import MaSC, Sample, functional
+from pytest_masc import MaSC, Sample
+from pytest_masc.metric import functional
 
 masc_reference = pytest.importorskip("masc")
 

@@ -509,7 +509,7 @@ def test_subject_missing_from_prompt_and_long_prompt_are_reported(pytester, suit
         image = "out/snow.png"
         mask = "out/snow_mask.png"
     """))
-    result = run(pytester, tiny_model_dir, "-W", "always::pytest_masc.scorer.PromptTruncatedWarning")
+    result = run(pytester, tiny_model_dir, "-W", "always::pytest_masc.metric.scorer.PromptTruncatedWarning")
     result.assert_outcomes(passed=4, failed=1)
     output = result.stdout.str()
     assert "note: subject 'dog' does not occur in the prompt, so nothing was stripped" in output
@@ -560,7 +560,7 @@ def test_missing_protocol_root_fails_before_loading_the_model(pytester, tmp_path
 def test_scoring_failure_is_reported_by_every_case_of_the_file(pytester, suite_dir, tiny_model_dir):
     pytester.makeconftest(textwrap.dedent("""
         from pytest_masc.errors import DeviceError
-        from pytest_masc.scorer import MaSC
+        from pytest_masc.metric.scorer import MaSC
 
         CALLS = []
         ORIGINAL = MaSC._forward

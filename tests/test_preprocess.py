@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pytest_masc.preprocess import naflex_patches
+from pytest_masc.metric.preprocess import naflex_patches
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,6 @@ def test_scorer_falls_back_to_the_processor_when_configured_differently(tiny_mod
     masc = MaSC.from_pretrained(tiny_model_dir, device="cpu")
     assert masc._fast_preprocess == {"patch_size": 16, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
     masc.image_processor.resample = Image.BICUBIC
-    from pytest_masc.scorer import _fast_preprocess_settings
+    from pytest_masc.metric.scorer import _fast_preprocess_settings
 
     assert _fast_preprocess_settings(masc.image_processor) is None

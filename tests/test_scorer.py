@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from pytest_masc import DeviceError, InputError, MaSC, ModelLoadError, Sample
-from pytest_masc.scorer import PromptTruncatedWarning
+from pytest_masc.metric.scorer import PromptTruncatedWarning
 
 SCORE_FIELDS = ("concept", "prompt", "global_concept", "global_prompt", "prompt_margin")
 
@@ -352,7 +352,7 @@ def test_unknown_device_name_is_a_device_error(tiny_model_dir):
 
 
 def test_dtype_names_resolve_and_unknown_ones_are_refused(tiny_model_dir):
-    from pytest_masc.scorer import resolve_dtype
+    from pytest_masc.metric.scorer import resolve_dtype
 
     cpu = torch.device("cpu")
     assert resolve_dtype("bf16", cpu) is torch.bfloat16

@@ -5,7 +5,7 @@ import types
 
 import pytest
 
-from pytest_masc.session import MascSession, Settings, parse_baselines, worker_index
+from pytest_masc.plugin.session import MascSession, Settings, parse_baselines, worker_index
 
 
 def _config(workerinput=None):

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytest_masc import strategies as ms
-from pytest_masc.text import StrippedPrompt, collapse_whitespace, strip_subject
+from pytest_masc.metric.text import StrippedPrompt, collapse_whitespace, strip_subject
 
 reference_text = pytest.importorskip("masc.text")
 

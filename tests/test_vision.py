@@ -1,4 +1,4 @@
-"""The one-image vision forward (``pytest_masc.vision``) against Transformers' own forward,
+"""The one-image vision forward (``pytest_masc.metric.vision``) against Transformers' own forward,
 and the scorer's choice between the two."""
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_masc import MaSC, functional
+from pytest_masc import MaSC
+from pytest_masc.metric import functional
 from pytest_masc.testing import tiny_config
-from pytest_masc.vision import OneImageVisionForward, tanh_gelu_, unsupported_reason
+from pytest_masc.metric.vision import OneImageVisionForward, tanh_gelu_, unsupported_reason
 
 GRIDS = [(1, 1), (1, 7), (7, 1), (4, 6), (16, 16), (23, 11)]
 
@@ -255,7 +256,7 @@ def test_pooled_and_keys_values_match_the_trained_head(tiny_masc):
     vision = masc.model.vision_model
     grid = (9, 14)
     patches = random_patches(vision, grid, seed=11)
-    from pytest_masc.scorer import _Pixels
+    from pytest_masc.metric.scorer import _Pixels
 
     with torch.inference_mode():
         encoding = masc._forward([_Pixels(patches.numpy(), grid, (144, 224))])[0]

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from ..agreement import (
+from ..stats.agreement import (
     format_estimate,
     human_alpha,
     human_alpha_ci,

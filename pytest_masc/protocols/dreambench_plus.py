@@ -324,7 +324,7 @@ def _sample_dir(root: Path, name: str, explicit: Optional[Union[str, os.PathLike
 
 def _mask_fraction(path: Path, cache: dict[Path, float]) -> float:
     if path not in cache:
-        from ..inputs import load_mask
+        from ..metric.inputs import load_mask
 
         cache[path] = float(np.mean(load_mask(path, "mask")))
     return cache[path]

@@ -128,8 +128,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-from .errors import SuiteError
-from .gates import GATES
+from ..errors import SuiteError
+from ..gates import GATES
 
 __all__ = [
     "CSV_COLUMNS",

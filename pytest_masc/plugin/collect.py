@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import pytest
 
-from .errors import MaSCError, SuiteError
-from .gates import Record, combine_scores, evaluate_gates, failure_report, nan_to_none
+from ..errors import MaSCError, SuiteError
+from ..gates import Record, combine_scores, evaluate_gates, failure_report, nan_to_none
 
 if TYPE_CHECKING:
     from .session import MascSession
-    from .suite import Case, Concept, Suite
-    from .types import Score
+    from ..suite.toml import Case, Concept, Suite
+    from ..types import Score
 
 
 class MascGateFailure(AssertionError):
@@ -56,7 +56,7 @@ def record_scores(
     __tracebackhide__ = True
     combined, per_reference = combine_scores(scores)
     first = scores[0]
-    from .inputs import describe
+    from ..metric.inputs import describe
 
     record = Record(
         nodeid=nodeid,
@@ -76,7 +76,7 @@ def record_scores(
         check_index=check_index,
     )
     if record.extras.get("prompt_truncated"):
-        from .scorer import PromptTruncatedWarning
+        from ..metric.scorer import PromptTruncatedWarning
 
         warnings.warn(
             PromptTruncatedWarning(
@@ -105,7 +105,7 @@ class MascSuiteFile(pytest.File):
     """A ``masc_*.toml`` file: parsed and validated at collection, one item per case."""
 
     def collect(self):
-        from .suite import load_suite
+        from ..suite.toml import load_suite
 
         from .session import SESSION_KEY
 

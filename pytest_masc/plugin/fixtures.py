@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import pytest
 
-from .errors import MaSCError
-from .gates import GATES
-from .items import plain_nodeid, record_scores, relative_to_dir
+from ..errors import MaSCError
+from ..gates import GATES
+from .collect import plain_nodeid, record_scores, relative_to_dir
 
 if TYPE_CHECKING:
-    from .scorer import MaSC
+    from ..metric.scorer import MaSC
     from .session import MascSession
-    from .types import Score
+    from ..types import Score
 
 #: why masc tests and fixtures are skipped without ``--masc``
 GATES_OFF = "MaSC gates are off: pass --masc to run them"
@@ -69,7 +69,7 @@ class MascCheck:
             The :class:`~pytest_masc.Score` (CP averaged over references when several).
         """
         __tracebackhide__ = True
-        from .types import Sample
+        from ..types import Sample
 
         problem = validate_masc_kwargs(overrides, "masc.check()")
         if problem:

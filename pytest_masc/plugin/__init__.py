@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from .fixtures import GATES_OFF, MARKER_KWARGS, masc, masc_model, masc_segmenter, validate_marker  # noqa: F401  (fixtures)
-from .items import MascCaseItem, MascSuiteFile
+from .collect import MascCaseItem, MascSuiteFile
 from .session import OPTIONS, SESSION_KEY, MascSession, Settings
 
 XDIST_GROUP_PREFIX = "masc-suite:"
@@ -71,7 +71,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
     if not parent.config.stash[SESSION_KEY].settings.enabled:
         return None
-    from .suite import is_suite_file
+    from ..suite.toml import is_suite_file
 
     if is_suite_file(file_path):
         return MascSuiteFile.from_parent(parent, path=file_path)
@@ -118,7 +118,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     if state.model_loaded:
         state.worker_runs.append(state.run_metadata())
-    from .finish import finish_session
+    from .terminal import finish_session
 
     if finish_session(state):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -131,7 +131,7 @@ def pytest_testnodedown(node, error) -> None:
     state = node.config.stash[SESSION_KEY]
     if "masc_records" not in output:
         return
-    from .gates import Record
+    from ..gates import Record
 
     state.records.extend(Record.from_dict(r) for r in json.loads(output["masc_records"]))
     state.suite_gates.update(json.loads(output.get("masc_suite_gates") or "{}"))
@@ -146,7 +146,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     state = config.stash[SESSION_KEY]
     if not state.settings.enabled or hasattr(config, "workerinput"):
         return
-    from .finish import summary_lines
+    from .terminal import summary_lines
 
     lines = summary_lines(state)
     if lines:

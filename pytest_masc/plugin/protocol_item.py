@@ -14,8 +14,8 @@ import pytest
 
 from pathlib import Path
 
-from .errors import InputError, MaSCError
-from .gates import nan_to_none
+from ..errors import InputError, MaSCError
+from ..gates import nan_to_none
 
 if TYPE_CHECKING:
     from .session import MascSession
@@ -25,7 +25,7 @@ PROTOCOL_KEYS = ("masks", "split", "n_subjects", "min_backgrounds")
 
 def parse_protocol_option(value: str) -> dict[str, str]:
     """``dreambench_plus=/data/dbpp,masks=/data/masks`` -> ``{"kind", "root", "masks"}``."""
-    from .suite import PROTOCOL_KINDS
+    from ..suite.toml import PROTOCOL_KINDS
 
     parts = [part.strip() for part in value.split(",") if part.strip()]
     head, rest = (parts[0], parts[1:]) if parts else ("", [])
@@ -48,7 +48,7 @@ def parse_protocol_option(value: str) -> dict[str, str]:
 
 
 def _baseline_scorers(session: "MascSession") -> dict[str, Any]:
-    from .baselines import CLIP_MODEL, DINO_MODEL, CLIPScorer, DINOScorer
+    from ..metric.baselines import CLIP_MODEL, DINO_MODEL, CLIPScorer, DINOScorer
 
     scorers = {}
     device = str(session.model().device)
@@ -99,8 +99,8 @@ class MascProtocolItem(pytest.Item):
             raise MascProtocolFailure(self.suite_name, failures, table)
 
     def _dreambench(self, session, masc, progress) -> tuple[str, dict[str, Optional[float]]]:
-        from .protocols import POOLED, evaluate_dreambench, format_table, load_dreambench_plus
-        from .baselines import baseline_metrics
+        from ..protocols import POOLED, evaluate_dreambench, format_table, load_dreambench_plus
+        from ..metric.baselines import baseline_metrics
 
         data = load_dreambench_plus(self.protocol["root"], self.protocol["masks"])
         scores = masc.score_many(data.samples, progress=progress.update, errors="return")
@@ -114,7 +114,7 @@ class MascProtocolItem(pytest.Item):
         return format_table(rows) + "\n\n" + data.summary(), {k: nan_to_none(v) for k, v in values.items()}
 
     def _orida(self, session, masc, progress) -> tuple[str, dict[str, Optional[float]]]:
-        from .protocols import evaluate_identity, format_identity, load_orida
+        from ..protocols import evaluate_identity, format_identity, load_orida
 
         data = load_orida(
             self.protocol["root"], self.protocol.get("split", "test"),

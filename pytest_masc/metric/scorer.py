@@ -27,13 +27,13 @@ import numpy as np
 import torch
 
 from . import functional
-from .defaults import DEFAULT_MAX_PATCHES, DEFAULT_MODEL, DEFAULT_THRESHOLD, DTYPE_ALIASES
-from .errors import DeviceError, InputError, MaSCError, ModelLoadError
+from ..defaults import DEFAULT_MAX_PATCHES, DEFAULT_MODEL, DEFAULT_THRESHOLD, DTYPE_ALIASES
+from ..errors import DeviceError, InputError, MaSCError, ModelLoadError
 from .inputs import describe, load_image, load_mask, source_key
 from .preprocess import naflex_patches, patch_normalisation
 from .text import strip_subject
 from .vision import OneImageVisionForward, unsupported_reason
-from .types import Sample, Score
+from ..types import Sample, Score
 
 
 ProgressCallback = Callable[[int, int], None]
@@ -127,7 +127,7 @@ def resolve_dtype(dtype: Optional[str | torch.dtype], device: torch.device) -> t
 
 
 def _fast_preprocess_settings(image_processor: Any) -> Optional[dict[str, Any]]:
-    """Arguments for :func:`~pytest_masc.preprocess.naflex_patches` when the processor does
+    """Arguments for :func:`~pytest_masc.metric.preprocess.naflex_patches` when the processor does
     exactly what it does (bilinear resize, 1/255 rescale, normalise); ``None`` otherwise."""
     from PIL import Image
 
@@ -173,7 +173,7 @@ class MaSC:
     Build it with :meth:`from_pretrained`. ``score`` scores one sample, ``score_many`` a list
     with every distinct image and prompt encoded once. Scores follow the paper exactly:
     CP from ``last_hidden_state`` patch tokens, PF from the trained attention-pooling head
-    with foreground and padding hidden (see :mod:`pytest_masc.functional`).
+    with foreground and padding hidden (see :mod:`pytest_masc.metric.functional`).
     """
 
     def __init__(
@@ -274,7 +274,7 @@ class MaSC:
             num_workers: threads that read and preprocess images.
             encode_streams: vision forwards run side by side; ``None``: one on a GPU, on a
                 CPU as many as torch has threads (at most 4), each with its share of them.
-            one_image_forward: encode batches of one image with :mod:`pytest_masc.vision`'s
+            one_image_forward: encode batches of one image with :mod:`pytest_masc.metric.vision`'s
                 lean forward instead of Transformers' padded one; ``None``: on CPU.
 
         Raises:
@@ -494,7 +494,7 @@ class MaSC:
         return patches.to(torch.float32) / scale - offset
 
     def _forward_one(self, pixels: _Pixels) -> _Encoding:
-        """One image through :class:`~pytest_masc.vision.OneImageVisionForward`; the global
+        """One image through :class:`~pytest_masc.metric.vision.OneImageVisionForward`; the global
         pool comes from keys and values that the background pool reuses."""
         patches = self._normalised(torch.from_numpy(pixels.patches).to(self.device))
         tokens = self.one_image_forward(patches.to(self.dtype), pixels.grid)

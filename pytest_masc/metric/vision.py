@@ -13,7 +13,7 @@ needed, and it costs about a sixth of the forward (measured in ``benchmarks/RESU
 * tanh-GELU is computed in place as ``x * sigmoid(2 z)`` with
   ``z = sqrt(2 / pi) (x + 0.044715 x^3)``, the same function as ``0.5 x (1 + tanh z)``
   in four passes over a reused buffer;
-* the pooling head is left to the caller (:func:`pytest_masc.functional.pool_keys_values`),
+* the pooling head is left to the caller (:func:`pytest_masc.metric.functional.pool_keys_values`),
   so its key/value projection can serve the global and the background pools.
 
 The weights are the model's own (no copies). The result equals

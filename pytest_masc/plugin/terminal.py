@@ -11,7 +11,7 @@ def _summary(state: "MascSession") -> dict[str, Any]:
     """Summary statistics (per-concept table, agreement with humans), computed once per session."""
     if state.summary is not None:
         return state.summary
-    from .report import concept_table, human_agreement
+    from ..report import concept_table, human_agreement
 
     records = state.sorted_records()
     scored = [r for r in records if r.error is None]
@@ -42,7 +42,7 @@ def _check_suite_gates(state: "MascSession", summary: dict[str, Any]) -> list[st
 
 def finish_session(state: "MascSession") -> bool:
     """Compare or write the baseline, check suite-level gates, write JSON. True: fail the session."""
-    from .report import compare_baseline, read_baseline, write_baseline, write_json
+    from ..report import compare_baseline, read_baseline, write_baseline, write_json
 
     settings = state.settings
     records = state.sorted_records()
@@ -74,7 +74,7 @@ def finish_session(state: "MascSession") -> bool:
 
 def summary_lines(state: "MascSession") -> list[str]:
     """The terminal summary: run line, per-concept table, agreement, regressions."""
-    from .report import format_summary
+    from ..report import format_summary
 
     records = state.sorted_records()
     if not records and not state.worker_runs and not state.protocol_tables:

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .inputs import load_image, load_mask
+from ..metric.inputs import load_image, load_mask
 
 if TYPE_CHECKING:
-    from .gates import Record
-    from .types import Score
+    from ..gates import Record
+    from ..types import Score
 
 TILE_HEIGHT = 256
 LABEL_HEIGHT = 18

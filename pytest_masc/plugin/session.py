@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import pytest
 
-from .defaults import DEFAULT_MAX_PATCHES, DEFAULT_MODEL, DTYPE_ALIASES
-from .errors import MaSCError
-from .gates import Record
+from ..defaults import DEFAULT_MAX_PATCHES, DEFAULT_MODEL, DTYPE_ALIASES
+from ..errors import MaSCError
+from ..gates import Record
 from .protocol_item import parse_protocol_option
 
 if TYPE_CHECKING:
-    from .items import MascCaseItem
-    from .scorer import MaSC
-    from .types import Score
+    from .collect import MascCaseItem
+    from ..metric.scorer import MaSC
+    from ..types import Score
 
 SESSION_KEY: "pytest.StashKey[MascSession]" = pytest.StashKey()
 
@@ -185,7 +185,7 @@ class MascSession:
             return self._model
         if self._model_error is not None:
             raise self._model_error
-        from .scorer import MaSC
+        from ..metric.scorer import MaSC
 
         started = time.perf_counter()
         try:
@@ -226,8 +226,8 @@ class MascSession:
         return result
 
     def _score_suite_file(self, item: "MascCaseItem") -> None:
-        from .scorer import PromptTruncatedWarning
-        from .types import Sample
+        from ..metric.scorer import PromptTruncatedWarning
+        from ..types import Sample
 
         siblings = [
             other for other in item.session.items
