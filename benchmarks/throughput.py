@@ -624,7 +624,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     import torch
 
-    from pytest_masc.metric.scorer import resolve_device, resolve_dtype
+    from pytest_masc.metric.loading import resolve_device, resolve_dtype
 
     wanted_device = args.device or preset["device"]
     if wanted_device.startswith("cuda") and not torch.cuda.is_available() and not args.device:

@@ -1,4 +1,4 @@
-"""Exceptions raised by pytest-masc. Each message names the file or option at fault."""
+"""Exceptions (and the one warning) pytest-masc raises. Each message names the file or option at fault."""
 from __future__ import annotations
 
 
@@ -20,3 +20,7 @@ class DeviceError(MaSCError, RuntimeError):
 
 class SuiteError(MaSCError, ValueError):
     """A suite file (``masc_*.toml`` or its cases CSV) is malformed."""
+
+
+class PromptTruncatedWarning(UserWarning):
+    """A prompt is longer than the text tower's context and was cut to fit."""

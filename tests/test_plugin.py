@@ -509,7 +509,7 @@ def test_subject_missing_from_prompt_and_long_prompt_are_reported(pytester, suit
         image = "out/snow.png"
         mask = "out/snow_mask.png"
     """))
-    result = run(pytester, tiny_model_dir, "-W", "always::pytest_masc.metric.scorer.PromptTruncatedWarning")
+    result = run(pytester, tiny_model_dir, "-W", "always::pytest_masc.errors.PromptTruncatedWarning")
     result.assert_outcomes(passed=4, failed=1)
     output = result.stdout.str()
     assert "note: subject 'dog' does not occur in the prompt, so nothing was stripped" in output
@@ -560,20 +560,20 @@ def test_missing_protocol_root_fails_before_loading_the_model(pytester, tmp_path
 def test_scoring_failure_is_reported_by_every_case_of_the_file(pytester, suite_dir, tiny_model_dir):
     pytester.makeconftest(textwrap.dedent("""
         from pytest_masc.errors import DeviceError
-        from pytest_masc.metric.scorer import MaSC
+        from pytest_masc.metric.encoders import ImageEncoder
 
         CALLS = []
-        ORIGINAL = MaSC._forward
+        ORIGINAL = ImageEncoder.forward
 
         def fail(self, batch):
             CALLS.append(len(batch))
             raise DeviceError("out of memory encoding a single image (simulated)")
 
         def pytest_sessionstart(session):  # suite items use no fixtures: patch for the session
-            MaSC._forward = fail
+            ImageEncoder.forward = fail
 
         def pytest_sessionfinish(session):
-            MaSC._forward = ORIGINAL
+            ImageEncoder.forward = ORIGINAL
 
         def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(f"FORWARD-CALLS={len(CALLS)}")

@@ -50,8 +50,8 @@ def test_scorer_falls_back_to_the_processor_when_configured_differently(tiny_mod
     from pytest_masc import MaSC
 
     masc = MaSC.from_pretrained(tiny_model_dir, device="cpu")
-    assert masc._fast_preprocess == {"patch_size": 16, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+    assert masc.image_encoder.preprocess_settings == {"patch_size": 16, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
     masc.image_processor.resample = Image.BICUBIC
-    from pytest_masc.metric.scorer import _fast_preprocess_settings
+    from pytest_masc.metric.preprocess import fast_preprocess_settings
 
-    assert _fast_preprocess_settings(masc.image_processor) is None
+    assert fast_preprocess_settings(masc.image_processor) is None

@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from pytest_masc import DeviceError, InputError, MaSC, ModelLoadError, Sample
-from pytest_masc.metric.scorer import PromptTruncatedWarning
+from pytest_masc.errors import PromptTruncatedWarning
+from pytest_masc.metric.encoders import ImageEncoder
 
 SCORE_FIELDS = ("concept", "prompt", "global_concept", "global_prompt", "prompt_margin")
 
@@ -83,13 +84,13 @@ class Counter:
         self.towers[1].forward = count_text
         self.one_image_forward = masc.one_image_forward
         if self.one_image_forward is not None:
-            masc.one_image_forward = CountingForward(self.one_image_forward, self)
+            masc.image_encoder.one_image_forward = CountingForward(self.one_image_forward, self)
 
     def remove(self) -> None:
         for tower in self.towers:
             if "forward" in tower.__dict__:
                 del tower.forward  # back to the class's forward
-        self.masc.one_image_forward = self.one_image_forward
+        self.masc.image_encoder.one_image_forward = self.one_image_forward
 
 
 @pytest.fixture
@@ -270,7 +271,7 @@ def test_batch_size_and_order_do_not_change_scores(tiny_masc, mixed_samples, bat
 def test_out_of_memory_halves_the_batch_and_scores_the_same(monkeypatch, tiny_masc, mixed_samples):
     expected = fresh(tiny_masc, batch_size=8).score_many(mixed_samples)
     masc = fresh(tiny_masc, batch_size=8)
-    original = MaSC._forward
+    original = ImageEncoder.forward
     sizes = []
 
     def forward_that_fits_two(self, batch):
@@ -279,7 +280,7 @@ def test_out_of_memory_halves_the_batch_and_scores_the_same(monkeypatch, tiny_ma
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return original(self, batch)
 
-    monkeypatch.setattr(MaSC, "_forward", forward_that_fits_two)
+    monkeypatch.setattr(ImageEncoder, "forward", forward_that_fits_two)
     with pytest.warns(RuntimeWarning, match="out of memory"):
         scores = masc.score_many(mixed_samples)
     assert_scores_close(expected, scores, 1e-5)
@@ -291,7 +292,7 @@ def test_out_of_memory_on_a_single_image_is_a_device_error(monkeypatch, tiny_mas
     def always_out_of_memory(self, batch):
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
-    monkeypatch.setattr(MaSC, "_forward", always_out_of_memory)
+    monkeypatch.setattr(ImageEncoder, "forward", always_out_of_memory)
     masc = fresh(tiny_masc, batch_size=1)
     with pytest.raises(DeviceError, match="out of memory encoding a single image") as raised:
         masc.score_many(mixed_samples[:2])
@@ -352,7 +353,7 @@ def test_unknown_device_name_is_a_device_error(tiny_model_dir):
 
 
 def test_dtype_names_resolve_and_unknown_ones_are_refused(tiny_model_dir):
-    from pytest_masc.metric.scorer import resolve_dtype
+    from pytest_masc.metric.loading import resolve_dtype
 
     cpu = torch.device("cpu")
     assert resolve_dtype("bf16", cpu) is torch.bfloat16

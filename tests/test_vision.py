@@ -223,11 +223,11 @@ def test_keys_values_are_kept_for_outputs_and_only_during_a_run(tiny_masc, tmp_p
     masc = MaSC(tiny_masc.model, tiny_masc.image_processor, tiny_masc.tokenizer,
                 device=tiny_masc.device, dtype=tiny_masc.dtype)
     first = masc.score_many([Sample(*paths["a"], *paths["b"], "a dog", "dog")])
-    assert len(masc._image_cache) == 1
-    assert all(encoding.keys_values is None for encoding in masc._image_cache.values())
+    assert len(masc.cache) == 1
+    assert all(encoding.keys_values is None for encoding in masc.cache.encodings())
     second = masc.score_many([Sample(*paths["c"], *paths["a"], "a dog", "dog")])  # "a" as the output now
     assert masc.stats.images_cached == 1
-    assert all(encoding.keys_values is None for encoding in masc._image_cache.values())
+    assert all(encoding.keys_values is None for encoding in masc.cache.encodings())
     fresh = MaSC(tiny_masc.model, tiny_masc.image_processor, tiny_masc.tokenizer,
                  device=tiny_masc.device, dtype=tiny_masc.dtype).score_many([Sample(*paths["c"], *paths["a"], "a dog", "dog")])
     assert second[0].prompt == pytest.approx(fresh[0].prompt, abs=1e-6)
@@ -256,10 +256,10 @@ def test_pooled_and_keys_values_match_the_trained_head(tiny_masc):
     vision = masc.model.vision_model
     grid = (9, 14)
     patches = random_patches(vision, grid, seed=11)
-    from pytest_masc.metric.scorer import _Pixels
+    from pytest_masc.metric.encoders import Pixels
 
     with torch.inference_mode():
-        encoding = masc._forward([_Pixels(patches.numpy(), grid, (144, 224))])[0]
+        encoding = masc.image_encoder.forward([Pixels(patches.numpy(), grid, (144, 224))])[0]
         tokens, pooled = transformers_forward(vision, patches, grid)
         torch.testing.assert_close(encoding.tokens, tokens, atol=2e-5, rtol=1e-5)
         torch.testing.assert_close(encoding.pooled, pooled, atol=2e-5, rtol=1e-5)

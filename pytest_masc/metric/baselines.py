@@ -149,7 +149,7 @@ class CLIPScorer(_Encoder):
         """
         from transformers import CLIPModel, CLIPTokenizer
 
-        from .scorer import resolve_device  # imports torch: only when a baseline is loaded
+        from .loading import resolve_device  # imports torch: only when a baseline is loaded
         from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
         model_id = os.fspath(model_id)
@@ -255,7 +255,7 @@ class DINOScorer(_Encoder):
         """
         from transformers import ViTModel
 
-        from .scorer import resolve_device
+        from .loading import resolve_device
 
         model_id = os.fspath(model_id)
         hub = dict(revision=revision, local_files_only=local_files_only, cache_dir=cache_dir)

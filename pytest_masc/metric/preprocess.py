@@ -8,6 +8,7 @@ rescaling and padding to the patch budget, which cost as much as the resize itse
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any, Optional
 
 import numpy as np
 from PIL import Image
@@ -74,3 +75,22 @@ def naflex_patches(
         return np.ascontiguousarray(patches), grid
     scale, offset = patch_normalisation(patch_size, mean, std)
     return patches.astype(np.float32) / scale - offset, grid
+
+
+def fast_preprocess_settings(image_processor: Any) -> Optional[dict[str, Any]]:
+    """Arguments for :func:`naflex_patches` when ``image_processor`` does exactly what it does
+    (bilinear resize, 1/255 rescale, normalise); ``None`` otherwise (let the processor work)."""
+    get = lambda name, default=None: getattr(image_processor, name, default)  # noqa: E731
+    resample = get("resample")
+    standard = (
+        get("do_resize", True) and get("do_rescale", True) and get("do_normalize", True)
+        and resample is not None and int(resample) == int(Image.BILINEAR)
+        and abs(float(get("rescale_factor", 1 / 255)) - 1 / 255) < 1e-12
+        and isinstance(get("patch_size"), int)
+    )
+    if not standard:
+        return None
+    mean, std = get("image_mean"), get("image_std")
+    if mean is None or std is None or len(mean) != 3 or len(std) != 3:
+        return None
+    return {"patch_size": int(get("patch_size")), "mean": tuple(map(float, mean)), "std": tuple(map(float, std))}

@@ -76,7 +76,7 @@ def record_scores(
         check_index=check_index,
     )
     if record.extras.get("prompt_truncated"):
-        from ..metric.scorer import PromptTruncatedWarning
+        from ..errors import PromptTruncatedWarning
 
         warnings.warn(
             PromptTruncatedWarning(

@@ -226,7 +226,7 @@ class MascSession:
         return result
 
     def _score_suite_file(self, item: "MascCaseItem") -> None:
-        from ..metric.scorer import PromptTruncatedWarning
+        from ..errors import PromptTruncatedWarning
         from ..types import Sample
 
         siblings = [

@@ -1,0 +1,137 @@
+"""Loading a SigLIP2 checkpoint: device and dtype policy, the model, its processor and
+tokenizer, and load errors that say what to do."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+
+from ..defaults import DTYPE_ALIASES
+from ..errors import DeviceError, ModelLoadError
+
+
+def resolve_device(device: Optional[str | torch.device]) -> torch.device:
+    """``None`` means CUDA when present, else CPU; a CUDA or MPS request without one fails clearly."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise DeviceError(f"device {device!r} is not a torch device name ({error})") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(
+                f"device {str(device)!r} was requested but CUDA is not available "
+                "(torch.cuda.is_available() is False: no GPU, or a CPU-only torch build); "
+                "use device 'cpu' or leave it unset"
+            )
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise DeviceError(
+                f"device {str(device)!r} does not exist: {torch.cuda.device_count()} CUDA device(s)"
+            )
+    if resolved.type == "mps" and not _mps_available():
+        raise DeviceError(f"device {str(device)!r} was requested but MPS is not available")
+    return resolved
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def resolve_dtype(dtype: Optional[str | torch.dtype], device: torch.device) -> torch.dtype:
+    """``None`` means bfloat16 on CUDA and float32 elsewhere; names like ``"bf16"`` are accepted."""
+    if dtype is None:
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    key = str(dtype).lower().removeprefix("torch.")
+    if key not in DTYPE_ALIASES:
+        raise ValueError(f"dtype {dtype!r} is not one of {sorted(DTYPE_ALIASES)}")
+    return getattr(torch, DTYPE_ALIASES[key])
+
+
+def load_error(model_id: str, revision: Optional[str], error: BaseException) -> ModelLoadError:
+    """A :class:`ModelLoadError` for a checkpoint that failed to load, with what to do about it."""
+    at = f" at revision {revision!r}" if revision else ""
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    looks_local = model_id.startswith((".", "/", "~")) or os.sep in model_id.strip("/").split("/", 1)[-1]
+    if looks_local or os.path.isdir(model_id):
+        return ModelLoadError(
+            f"cannot load the SigLIP2 checkpoint {model_id!r}{at}: {reason}. "
+            "The directory must hold a Siglip2Model saved with save_pretrained "
+            "(config.json, model.safetensors, processor and tokenizer files)."
+        )
+    return ModelLoadError(
+        f"cannot load the SigLIP2 checkpoint {model_id!r}{at}: {reason}. "
+        "Its weights are neither in the local Hugging Face cache nor reachable. "
+        f"Pre-download them where the hub is reachable with `hf download {model_id}` "
+        "(the google/siglip2 checkpoints may ask you to accept their license and "
+        "`hf auth login` first; share the cache through HF_HOME), or point at a local "
+        "directory: MaSC.from_pretrained('/path/to/checkpoint') or --masc-model /path/to/checkpoint."
+    )
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A loaded checkpoint: the model (eval mode, no gradients, on ``device`` in ``dtype``),
+    its image processor and tokenizer, and where it came from."""
+
+    model: Any
+    image_processor: Any
+    tokenizer: Any
+    device: torch.device
+    dtype: torch.dtype
+    model_id: str
+    revision: Optional[str]  # the hub commit when known, else the requested revision
+
+
+def load_backbone(
+    model_id: str,
+    *,
+    device: Optional[str | torch.device] = None,
+    dtype: Optional[str | torch.dtype] = None,
+    revision: Optional[str] = None,
+    local_files_only: bool = False,
+    cache_dir: Optional[str | os.PathLike] = None,
+) -> Backbone:
+    """Load a SigLIP2 NaFlex checkpoint (hub id or local directory) with its processor and tokenizer.
+
+    Raises:
+        ModelLoadError: weights missing offline, or not a SigLIP2 checkpoint.
+        DeviceError: the device is not available.
+    """
+    from transformers import AutoConfig, AutoTokenizer, Siglip2Model
+    from transformers.models.siglip2.image_processing_pil_siglip2 import Siglip2ImageProcessorPil
+
+    resolved_device = resolve_device(device)
+    resolved_dtype = resolve_dtype(dtype, resolved_device)
+    hub = dict(revision=revision, local_files_only=local_files_only, cache_dir=cache_dir)
+    try:
+        config = AutoConfig.from_pretrained(model_id, **hub)
+    except Exception as error:  # hub, network and file errors come in many types
+        raise load_error(model_id, revision, error) from error
+    if getattr(config, "model_type", None) != "siglip2":
+        raise ModelLoadError(
+            f"{model_id!r} is a {getattr(config, 'model_type', 'unknown')!r} checkpoint, not SigLIP2 "
+            "NaFlex: MaSC needs a Siglip2Model such as google/siglip2-so400m-patch16-naflex"
+        )
+    try:
+        model = Siglip2Model.from_pretrained(model_id, dtype=resolved_dtype, attn_implementation="sdpa", **hub)
+        image_processor = Siglip2ImageProcessorPil.from_pretrained(model_id, **hub)
+        tokenizer = AutoTokenizer.from_pretrained(model_id, **hub)
+    except Exception as error:
+        raise load_error(model_id, revision, error) from error
+    model = model.eval().to(resolved_device)
+    model.requires_grad_(False)
+    return Backbone(
+        model=model,
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        device=resolved_device,
+        dtype=resolved_dtype,
+        model_id=model_id,
+        revision=getattr(config, "_commit_hash", None) or revision,
+    )
