@@ -25,6 +25,37 @@ GATES: dict[str, tuple[str, str]] = {
 }
 
 
+#: gates of a whole suite (``[suite]`` of a suite file only), checked at the end of a session
+SUITE_GATES: dict[str, str] = {
+    "min_alpha_concept": "Krippendorff's alpha of the concept scores against the human ratings",
+    "min_alpha_prompt": "Krippendorff's alpha of the prompt scores against the human ratings",
+    "min_auc": "identity AUC of an ORIDa protocol",
+}
+#: the closed range each gate's threshold must lie in
+GATE_RANGES: dict[str, tuple[float, float]] = {
+    **{gate: (-1.0, 1.0) for gate in (*GATES, "min_alpha_concept", "min_alpha_prompt")},
+    "min_auc": (0.0, 1.0),
+}
+#: the scale of human ratings (``human`` of markers and suite cases)
+HUMAN_SCALE = (0.0, 4.0)
+
+
+def is_number(value: Any) -> bool:
+    """An int or float, not a boolean."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def valid_gate(gate: str, value: Any) -> bool:
+    """Whether ``value`` may be the threshold of ``gate``: a finite number in its range."""
+    low, high = GATE_RANGES[gate]
+    return is_number(value) and math.isfinite(value) and low <= value <= high
+
+
+def valid_rating(value: Any) -> bool:
+    """Whether ``value`` is a human rating: a finite number on :data:`HUMAN_SCALE`."""
+    return is_number(value) and math.isfinite(value) and HUMAN_SCALE[0] <= value <= HUMAN_SCALE[1]
+
+
 def _finite(value: Optional[float]) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 

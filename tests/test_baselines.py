@@ -156,7 +156,7 @@ def test_missing_weights_fail_clearly(tmp_path, clip_dir, dino_dir):
 def test_baseline_metrics_feed_the_dreambench_table(tmp_path, clip, dino):
     from pytest_masc import Score
     from pytest_masc.protocols import evaluate_dreambench, format_table, load_dreambench_plus
-    from pytest_masc.protocols.dreambench_plus import write_dreambench_fixture
+    from pytest_masc.testing.datasets import write_dreambench_fixture
 
     fixture = write_dreambench_fixture(tmp_path)
     data = load_dreambench_plus(fixture.root, fixture.masks)

@@ -11,7 +11,7 @@ from test_plugin import SUITE, make_images, run  # noqa: F401  (shared builders)
 
 
 def test_dreambench_protocol_suite_prints_table_and_gates(pytester, tiny_model_dir):
-    from pytest_masc.protocols import write_dreambench_fixture
+    from pytest_masc.testing.datasets import write_dreambench_fixture
 
     fixture = write_dreambench_fixture(pytester.path / "data")
     (pytester.path / "pytest.ini").write_text("[pytest]\n")
@@ -47,7 +47,7 @@ def test_dreambench_protocol_suite_prints_table_and_gates(pytester, tiny_model_d
 
 
 def test_orida_protocol_from_the_command_line(pytester, tiny_model_dir):
-    from pytest_masc.protocols import write_orida_fixture
+    from pytest_masc.testing.datasets import write_orida_fixture
 
     fixture = write_orida_fixture(pytester.path / "data")
     result = run(
@@ -107,7 +107,7 @@ def test_human_ratings_give_alpha_and_gate_the_suite(pytester, tiny_model_dir):
 
 
 def test_clip_and_dino_baselines_join_the_protocol_table(pytester, tiny_model_dir, tmp_path):
-    from pytest_masc.protocols import write_dreambench_fixture
+    from pytest_masc.testing.datasets import write_dreambench_fixture
     from pytest_masc.testing import tiny_clip_checkpoint, tiny_dino_checkpoint
 
     fixture = write_dreambench_fixture(pytester.path / "data")

@@ -14,7 +14,6 @@ from pytest_masc.agreement import human_alpha, human_vs_human_alpha
 from pytest_masc.protocols import (
     HUMAN_CEILING,
     POOLED,
-    demo_table,
     evaluate_dreambench,
     evaluate_identity,
     format_identity,
@@ -27,9 +26,8 @@ from pytest_masc.protocols.dreambench_plus import (
     collection_id,
     method_name,
     parse_key,
-    write_dreambench_fixture,
 )
-from pytest_masc.protocols.orida import write_orida_fixture
+from pytest_masc.testing.datasets import demo_table, write_dreambench_fixture, write_orida_fixture
 
 CELL = re.compile(r"^(-?\d+\.\d{2}) \[(-?\d+\.\d{2}), (-?\d+\.\d{2})\]$")
 

@@ -5,7 +5,8 @@ import types
 
 import pytest
 
-from pytest_masc.plugin.session import MascSession, Settings, parse_baselines, worker_index
+from pytest_masc.plugin.options import Settings, parse_baselines
+from pytest_masc.plugin.session import MascSession, worker_index
 
 
 def _config(workerinput=None):

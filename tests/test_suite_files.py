@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from pytest_masc.errors import SuiteError
+from pytest_masc.protocols.spec import ProtocolSpec
 from pytest_masc.suite import GATE_KEYS, SUITE_GATE_KEYS, Case, Suite, is_suite_file, load_suite
 
 REPO = Path(__file__).resolve().parent.parent
@@ -225,11 +226,11 @@ def test_protocol_only_suite(tmp_path):
     path.write_text('[protocol]\nkind = "dreambench_plus"\nroot = "../data"\nmasks = "../data/masks"\n')
     suite = load_suite(path)
     assert suite.cases == () and suite.concepts == {}
-    assert suite.protocol == {
-        "kind": "dreambench_plus",
-        "root": str(tmp_path / "data"),
-        "masks": str(tmp_path / "data" / "masks"),
-    }
+    assert suite.protocol == ProtocolSpec(
+        kind="dreambench_plus",
+        root=str(tmp_path / "data"),
+        masks=str(tmp_path / "data" / "masks"),
+    )
 
 
 def test_is_suite_file():

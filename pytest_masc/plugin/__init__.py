@@ -1,47 +1,31 @@
-"""pytest-masc hooks and options. Session state lives on ``config.stash[SESSION_KEY]``.
+"""pytest-masc's hooks (the ``pytest11`` entry point). Session state lives on
+``config.stash[SESSION_KEY]``; the work is in the modules of this package.
 
 Nothing here imports torch or transformers: they load when a gate first needs the model.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from .fixtures import GATES_OFF, MARKER_KWARGS, masc, masc_model, masc_segmenter, validate_marker  # noqa: F401  (fixtures)
-from .collect import MascCaseItem, MascSuiteFile
-from .session import OPTIONS, SESSION_KEY, MascSession, Settings
+from ..suite import is_suite_file
+from .collect import MascCaseItem, MascProtocolItem, MascSuiteFile
+from .fixtures import masc, masc_model, masc_segmenter  # noqa: F401  (fixtures the plugin provides)
+from .markers import GATES_OFF, register_markers, validate_marker
+from .options import Settings, add_options
+from .session import SESSION_KEY, MascSession
+from .terminal import summary_lines
 
 XDIST_GROUP_PREFIX = "masc-suite:"
-METAVARS = {
-    "model": "ID_OR_DIR", "revision": "REV", "device": "DEVICE", "dtype": "DTYPE", "max_patches": "N",
-    "batch_size": "N", "json": "PATH", "baseline": "PATH", "max_drop": "FLOAT", "artifacts": "DIR",
-    "protocol": "KIND=ROOT[,...]", "baselines": "clip,dino",
-}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("masc", "MaSC release gates (pytest-masc)")
-    group.addoption("--masc", action="store_true", default=False,
-                    help="run MaSC gates: masc-marked tests and masc_*.toml suite files")
-    for name, (ini, _kind, default, help_text) in OPTIONS.items():
-        flag = "--masc-" + name.replace("_", "-")
-        metavar = METAVARS.get(name, name.upper())
-        shown_default = f"; default: {default}" if default is not None else ""
-        group.addoption(flag, dest=f"masc_{name}", default=None, metavar=metavar,
-                        help=f"{help_text} (ini: {ini}{shown_default})")
-        parser.addini(ini, help=help_text, default=None)
-    group.addoption("--masc-update-baseline", dest="masc_update_baseline", action="store_true", default=False,
-                    help="write this run's per-case and per-concept scores to the --masc-baseline file")
+    add_options(parser)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        f"masc({', '.join(MARKER_KWARGS)}): a MaSC gate; runs with --masc",
-    )
-    config.addinivalue_line("markers", "masc_suite: a case collected from a masc_*.toml suite file")
+    register_markers(config)
     settings = Settings.from_config(config)
     config.stash[SESSION_KEY] = MascSession(config=config, settings=settings)
     if not settings.enabled:
@@ -69,34 +53,27 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
-    if not parent.config.stash[SESSION_KEY].settings.enabled:
-        return None
-    from ..suite.toml import is_suite_file
-
-    if is_suite_file(file_path):
+    if parent.config.stash[SESSION_KEY].settings.enabled and is_suite_file(file_path):
         return MascSuiteFile.from_parent(parent, path=file_path)
     return None
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    enabled = config.stash[SESSION_KEY].settings.enabled
+    settings = config.stash[SESSION_KEY].settings
     skip = pytest.mark.skip(reason=GATES_OFF)
-    grouped = enabled and config.pluginmanager.hasplugin("xdist")
-    protocol = config.stash[SESSION_KEY].settings.protocol
-    if enabled and protocol:
-        from .protocol_item import MascProtocolItem
-
+    grouped = settings.enabled and config.pluginmanager.hasplugin("xdist")
+    if settings.enabled and settings.protocol:
         items.append(MascProtocolItem.from_parent(
-            session, name=f"masc-protocol-{protocol['kind']}",
-            protocol=protocol, suite_name=protocol["kind"], suite_gates={},
+            session, name=f"masc-protocol-{settings.protocol.kind}",
+            protocol=settings.protocol, suite_name=settings.protocol.kind, suite_gates={},
         ))
     for item in items:
         if item.get_closest_marker("masc") is not None:
             problem = validate_marker(item)
             if problem:
                 raise pytest.UsageError(problem)
-            if not enabled:
+            if not settings.enabled:
                 item.add_marker(skip)
         if grouped and isinstance(item, MascCaseItem):
             item.add_marker(pytest.mark.xdist_group(name=f"{XDIST_GROUP_PREFIX}{item.path.name}"))
@@ -110,44 +87,22 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     workeroutput = getattr(config, "workeroutput", None)
     if workeroutput is not None:  # an xdist worker: hand records to the controller
-        workeroutput["masc_records"] = json.dumps([r.as_dict() for r in state.records])
-        workeroutput["masc_run"] = json.dumps(state.run_metadata() if state.model_loaded else {})
-        workeroutput["masc_suite_gates"] = json.dumps(state.suite_gates)
-        workeroutput["masc_protocols"] = json.dumps(state.protocol_tables)
-        workeroutput["masc_findings"] = json.dumps(state.suite_findings)
+        workeroutput.update(state.worker_output())
         return
-    if state.model_loaded:
-        state.worker_runs.append(state.run_metadata())
-    from .terminal import finish_session
-
-    if finish_session(state):
+    if state.finish():
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node, error) -> None:
     """pytest-xdist controller: collect a worker's records and run metadata."""
-    output = getattr(node, "workeroutput", None) or {}
-    state = node.config.stash[SESSION_KEY]
-    if "masc_records" not in output:
-        return
-    from ..gates import Record
-
-    state.records.extend(Record.from_dict(r) for r in json.loads(output["masc_records"]))
-    state.suite_gates.update(json.loads(output.get("masc_suite_gates") or "{}"))
-    state.protocol_tables.extend(json.loads(output.get("masc_protocols") or "[]"))
-    state.suite_findings.extend(json.loads(output.get("masc_findings") or "[]"))
-    run = json.loads(output.get("masc_run") or "{}")
-    if run:
-        state.worker_runs.append(run)
+    node.config.stash[SESSION_KEY].merge_worker_output(getattr(node, "workeroutput", None) or {})
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     state = config.stash[SESSION_KEY]
     if not state.settings.enabled or hasattr(config, "workerinput"):
         return
-    from .terminal import summary_lines
-
     lines = summary_lines(state)
     if lines:
         terminalreporter.write_sep("=", "MaSC summary")

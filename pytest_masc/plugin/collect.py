@@ -1,179 +1,130 @@
-"""Collection of ``masc_*.toml`` suite files: one test item per case, and the gate checks.
-
-Shared by suite items and the ``masc`` fixture: :func:`record_scores` turns scores into a
-:class:`~pytest_masc.gates.Record` and checks its gates; :class:`MascGateFailure` carries the
-readable report.
+"""Collection: a ``masc_*.toml`` file becomes a :class:`MascSuiteFile` node with one
+:class:`MascCaseItem` per case (the file node scores its cases in one batch), or a
+:class:`MascProtocolItem` that runs a benchmark protocol; ``--masc-protocol`` adds one too.
 """
 from __future__ import annotations
 
+import time
 import warnings
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional
 
 import pytest
 
-from ..errors import MaSCError, SuiteError
-from ..gates import Record, combine_scores, evaluate_gates, failure_report, nan_to_none
+from ..errors import InputError, MaSCError, PromptTruncatedWarning, SuiteError
+from ..gates import Record
+from ..protocols.spec import ProtocolSpec
+from ..suite import Case, Concept, Suite, load_suite
+from ..types import Sample
+from .session import SESSION_KEY, MascSession
+from .terminal import ProgressLine
+from .verdict import MascGateFailure, ScoredInputs, judge, plain_nodeid
 
 if TYPE_CHECKING:
-    from .session import MascSession
-    from ..suite.toml import Case, Concept, Suite
     from ..types import Score
 
-
-class MascGateFailure(AssertionError):
-    """A case scored below one of its gates; ``str()`` is the full report."""
-
-    def __init__(self, record: Record) -> None:
-        super().__init__(failure_report(record))
-        self.record = record
-
-
-def record_scores(
-    session: "MascSession",
-    *,
-    nodeid: str,
-    kind: str,
-    suite: str,
-    concept: str,
-    case_id: str,
-    prompt: str,
-    subject: Optional[str],
-    image: Any,
-    scores: Sequence["Score"],
-    gates: dict[str, float],
-    human: Optional[dict[str, Sequence[float]]] = None,
-    references: Sequence[Any] = (),
-    reference_masks: Sequence[Any] = (),
-    mask: Any = None,
-    check_index: int = 0,
-) -> Record:
-    """Build the record of one case from its scores (one per reference), gate it, store it.
-
-    Raises :class:`MascGateFailure` when a gate fails, after writing the failure panel when
-    ``--masc-artifacts`` is set.
-    """
-    __tracebackhide__ = True
-    combined, per_reference = combine_scores(scores)
-    first = scores[0]
-    from ..metric.inputs import describe
-
-    record = Record(
-        nodeid=nodeid,
-        kind=kind,
-        suite=suite,
-        concept=concept,
-        case_id=case_id,
-        prompt=prompt,
-        subject=subject,
-        image=describe(image),
-        scores=combined,
-        concept_per_reference=per_reference,
-        distractor_prompts={k: nan_to_none(v) for k, v in first.distractor_prompts.items()},
-        gates=dict(gates),
-        human={k: [float(x) for x in v] for k, v in (human or {}).items()},
-        extras={**first.extras, "fg_threshold": session.model().fg_threshold},
-        check_index=check_index,
-    )
-    if record.extras.get("prompt_truncated"):
-        from ..errors import PromptTruncatedWarning
-
-        warnings.warn(
-            PromptTruncatedWarning(
-                f"{suite} / case {case_id!r}: prompt {prompt!r} is longer than the text tower's context "
-                "and was truncated for PF"
-            ),
-            stacklevel=2,
-        )
-    evaluate_gates(record)
-    if not record.passed and session.settings.artifacts is not None:
-        from .artifacts import write_failure_panel
-
-        try:
-            record.panel = str(write_failure_panel(
-                session.settings.artifacts, record, references, reference_masks, image, mask, scores,
-            ))
-        except (MaSCError, OSError) as error:
-            record.panel = f"(panel not written: {error})"
-    session.add_record(record)
-    if not record.passed:
-        raise MascGateFailure(record)
-    return record
-
-
 class MascSuiteFile(pytest.File):
-    """A ``masc_*.toml`` file: parsed and validated at collection, one item per case."""
+    """A ``masc_*.toml`` file: parsed and validated at collection, one item per case. It
+    scores its cases in one batch, when the first of them runs."""
 
     def collect(self):
-        from ..suite.toml import load_suite
-
-        from .session import SESSION_KEY
-
         try:
             suite = load_suite(self.path)
         except SuiteError as error:
             raise self.CollectError(f"MaSC suite error: {error}") from None
+        self.cases: list[MascCaseItem] = []
+        self._scores: dict[str, Any] = {}  # case node id -> its scores (one per reference) or what stopped them
         if suite.protocol:
-            from .protocol_item import MascProtocolItem
-
             yield MascProtocolItem.from_parent(
-                self, name=suite.protocol["kind"], protocol=suite.protocol,
+                self, name=suite.protocol.kind, protocol=suite.protocol,
                 suite_name=suite.name, suite_gates=suite.suite_gates,
             )
         elif suite.suite_gates:  # alpha gates over the cases' human ratings, checked at session end
             self.config.stash[SESSION_KEY].suite_gates[suite.name] = dict(suite.suite_gates)
         for case in suite.cases:
-            yield MascCaseItem.from_parent(
-                self, name=case.id, suite=suite, case=case, concept=suite.concepts[case.concept],
-            )
+            item = MascCaseItem.from_parent(self, name=case.id, suite=suite, case=case, concept=suite.concepts[case.concept])
+            self.cases.append(item)
+            yield item
+
+    def scores(self, item: "MascCaseItem") -> list["Score"]:
+        """A case's scores (one per reference); the file's selected cases not scored yet are
+        scored with it, in one ``score_many`` batch."""
+        if item.nodeid not in self._scores:
+            selected = set(self.session.items)
+            batch = [case for case in self.cases if case in selected and case.nodeid not in self._scores] or [item]
+            self._score_batch(batch)
+        result = self._scores[item.nodeid]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _score_batch(self, batch: list["MascCaseItem"]) -> None:
+        session = self.config.stash[SESSION_KEY]
+        masc = session.model()
+        samples, owners = [], []
+        for case_item in batch:
+            for sample in case_item.samples():
+                samples.append(sample)
+                owners.append(case_item.nodeid)
+        reporter = ProgressLine(self.config, f"MaSC {self.path.name}")
+        started = time.perf_counter()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", PromptTruncatedWarning)  # re-issued per case, naming it
+                results = masc.score_many(samples, progress=reporter.update, errors="return")
+        except Exception as error:  # e.g. out of memory on one image: every case of the file reports it
+            for nodeid in owners:
+                self._scores[nodeid] = error
+            raise
+        finally:
+            reporter.close()
+            session.score_seconds += time.perf_counter() - started
+        for nodeid in dict.fromkeys(owners):
+            self._scores[nodeid] = []
+        for nodeid, result in zip(owners, results):
+            if isinstance(result, BaseException):
+                self._scores[nodeid] = result
+            elif not isinstance(self._scores[nodeid], BaseException):
+                self._scores[nodeid].append(result)
 
 
 class MascCaseItem(pytest.Item):
-    """One suite case: scored with all cases of its file in one batch, then gated."""
+    """One suite case: scored with the other cases of its file in one batch, then gated."""
 
-    is_masc_case = True
-
-    def __init__(self, *, suite: "Suite", case: "Case", concept: "Concept", **kwargs) -> None:
+    def __init__(self, *, suite: Suite, case: Case, concept: Concept, **kwargs) -> None:
         super().__init__(**kwargs)
         self.suite = suite
         self.case = case
         self.concept = concept
         self.add_marker(pytest.mark.masc_suite)
 
-    @property
-    def record_id(self) -> str:
-        return plain_nodeid(self)
+    def samples(self) -> list[Sample]:
+        """The case's samples, one per reference of its concept."""
+        return [
+            Sample(ref_image=reference, ref_mask=reference_mask, out_image=self.case.image, out_mask=self.case.mask,
+                   prompt=self.case.prompt, subject=self.concept.subject, distractors=self.case.distractors)
+            for reference, reference_mask in zip(self.concept.references, self.concept.reference_masks)
+        ]
 
     def runtest(self) -> None:
-        from .session import SESSION_KEY
-
         session = self.config.stash[SESSION_KEY]
         try:
-            scores = session.suite_scores(self)
+            scores = self.parent.scores(self)
         except MaSCError as error:
-            session.add_record(Record(
-                nodeid=self.record_id, kind="suite", suite=self.suite.name, concept=self.case.concept,
-                case_id=self.case.id, prompt=self.case.prompt, subject=self.concept.subject,
-                image=str(self.case.image), gates=dict(self.case.gates), passed=False, error=str(error),
-                human={k: list(v) for k, v in self.case.human.items()},
-            ))
+            record = self._record()
+            record.passed, record.error = False, str(error)
+            session.add_record(record)
             raise
-        record_scores(
-            session,
-            nodeid=self.record_id,
-            kind="suite",
-            suite=self.suite.name,
-            concept=self.case.concept,
-            case_id=self.case.id,
-            prompt=self.case.prompt,
-            subject=self.concept.subject,
-            image=self.case.image,
-            scores=scores,
-            gates=self.case.gates,
-            human=self.case.human,
-            references=self.concept.references,
-            reference_masks=self.concept.reference_masks,
-            mask=self.case.mask,
+        inputs = ScoredInputs(image=self.case.image, mask=self.case.mask,
+                              references=self.concept.references, reference_masks=self.concept.reference_masks)
+        judge(session, self._record(), scores, inputs)
+
+    def _record(self) -> Record:
+        """The case's record before scoring: what is scored and its gates."""
+        return Record(
+            nodeid=plain_nodeid(self), kind="suite", suite=self.suite.name, concept=self.case.concept,
+            case_id=self.case.id, prompt=self.case.prompt, subject=self.concept.subject,
+            image=str(self.case.image), gates=dict(self.case.gates),
+            human={k: [float(x) for x in v] for k, v in self.case.human.items()},
         )
 
     def repr_failure(self, excinfo, style=None):
@@ -187,20 +138,76 @@ class MascCaseItem(pytest.Item):
         return self.path, None, f"{self.suite.name}::{self.case.id}"
 
 
-def plain_nodeid(item: pytest.Item) -> str:
-    """The node id without the ``@group`` suffix pytest-xdist adds under ``--dist loadgroup``,
-    so records are the same with and without workers."""
-    nodeid = item.nodeid
-    for marker in item.iter_markers("xdist_group"):
-        name = marker.kwargs.get("name") or (marker.args[0] if marker.args else "default")
-        if nodeid.endswith(f"@{name}"):
-            return nodeid[: -len(name) - 1]
-    return nodeid
+class MascProtocolFailure(AssertionError):
+    """A suite-level protocol gate failed."""
+
+    def __init__(self, suite: str, failures: list[str], table: str) -> None:
+        super().__init__("suite gate failed: " + "; ".join(failures) + "\n" + table)
 
 
-def relative_to_dir(value: Any, directory: Path) -> Any:
-    """Paths in marker arguments are relative to the test file's directory."""
-    if isinstance(value, (str, Path)):
-        path = Path(value).expanduser()
-        return path if path.is_absolute() else directory / path
-    return value
+class MascProtocolItem(pytest.Item):
+    """Scores a whole benchmark dataset and gates the suite on its agreement statistics."""
+
+    def __init__(self, *, protocol: ProtocolSpec, suite_name: str, suite_gates: dict[str, float], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.protocol = protocol
+        self.suite_name = suite_name
+        self.suite_gates = dict(suite_gates)
+
+    def runtest(self) -> None:
+        from ..protocols.evaluate import run_protocol  # numpy, the data loaders
+
+        session = self.config.stash[SESSION_KEY]
+        missing = self.protocol.missing_directory()
+        if missing:  # before the model loads: a typo should not cost a load
+            raise InputError(missing)
+        masc = session.model()
+        started = time.perf_counter()
+        progress = ProgressLine(self.config, f"MaSC {self.protocol.kind}")
+        try:
+            outcome = run_protocol(self.protocol, masc, baselines=_baseline_scorers(session), progress=progress.update)
+        finally:
+            progress.close()
+            session.score_seconds += time.perf_counter() - started
+        session.protocol_tables.append(
+            {"suite": self.suite_name, "kind": self.protocol.kind, "table": outcome.table, "values": outcome.values}
+        )
+        failures = _gate_failures(self.suite_gates, outcome.values)
+        if failures:
+            session.suite_findings.extend(f"{self.suite_name}: {f}" for f in failures)
+            raise MascProtocolFailure(self.suite_name, failures, outcome.table)
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, (MascProtocolFailure, MaSCError)):
+            return f"MaSC protocol {self.protocol.kind} ({self.suite_name}): {excinfo.value}"
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self):
+        return self.path, None, f"{self.suite_name}::{self.protocol.kind}"
+
+
+def _gate_failures(gates: dict[str, float], values: dict[str, Optional[float]]) -> list[str]:
+    failures = []
+    for gate, minimum in sorted(gates.items()):
+        value = values.get(gate)
+        if value is None:
+            failures.append(f"{gate} = {minimum:g}: the protocol gives no value for it")
+        elif value < minimum:
+            failures.append(f"{gate}: {value:.3f} < {minimum:g}")
+    return failures
+
+
+def _baseline_scorers(session: MascSession) -> dict[str, Any]:
+    """The ``--masc-baselines`` scorers, loaded on the model's device."""
+    if not session.settings.baselines:
+        return {}
+    from ..metric.baselines import CLIP_MODEL, DINO_MODEL, CLIPScorer, DINOScorer
+
+    device = str(session.model().device)
+    scorers: dict[str, Any] = {}
+    for name, model_id in session.settings.baselines.items():
+        if name == "clip":
+            scorers["clip"] = CLIPScorer.from_pretrained(model_id or CLIP_MODEL, device=device)
+        elif name == "dino":
+            scorers["dino"] = DINOScorer.from_pretrained(model_id or DINO_MODEL, device=device)
+    return scorers

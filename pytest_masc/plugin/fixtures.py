@@ -9,27 +9,23 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import pytest
 
 from ..errors import MaSCError
-from ..gates import GATES
-from .collect import plain_nodeid, record_scores, relative_to_dir
+from ..gates import GATES, Record
+from ..types import Sample
+from .markers import GATES_OFF, as_list, validate_masc_kwargs
+from .session import SESSION_KEY, MascSession
+from .verdict import ScoredInputs, judge, plain_nodeid
 
 if TYPE_CHECKING:
     from ..metric.scorer import MaSC
-    from .session import MascSession
     from ..types import Score
 
-#: why masc tests and fixtures are skipped without ``--masc``
-GATES_OFF = "MaSC gates are off: pass --masc to run them"
 
-#: keyword arguments ``@pytest.mark.masc(...)`` and ``masc.check(...)`` accept
-MARKER_KWARGS = ("reference", "reference_mask", "subject", "concept", "distractors", "human", *GATES)
-
-
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    return [value]
+def relative_to_dir(value: Any, directory: Path) -> Any:
+    """Paths in marker arguments are relative to the test file's directory."""
+    if isinstance(value, (str, Path)):
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else directory / path
+    return value
 
 
 class MascCheck:
@@ -38,7 +34,7 @@ class MascCheck:
     ``check()`` arguments override the marker's. Paths are relative to the test file.
     """
 
-    def __init__(self, session: "MascSession", request: pytest.FixtureRequest, segmenter: Optional[Callable]) -> None:
+    def __init__(self, session: MascSession, request: pytest.FixtureRequest, segmenter: Optional[Callable]) -> None:
         self._session = session
         self._request = request
         self._segmenter = segmenter
@@ -50,13 +46,7 @@ class MascCheck:
     def model(self) -> "MaSC":
         return self._session.model()
 
-    def check(
-        self,
-        image: Any,
-        mask: Any = None,
-        prompt: Optional[str] = None,
-        **overrides: Any,
-    ) -> "Score":
+    def check(self, image: Any, mask: Any = None, prompt: Optional[str] = None, **overrides: Any) -> "Score":
         """Score ``image`` (+ ``mask``) for ``prompt`` and fail the test if a gate fails.
 
         Args:
@@ -69,17 +59,40 @@ class MascCheck:
             The :class:`~pytest_masc.Score` (CP averaged over references when several).
         """
         __tracebackhide__ = True
-        from ..types import Sample
-
         problem = validate_masc_kwargs(overrides, "masc.check()")
         if problem:
             raise TypeError(problem)
         options = {**self.options, **overrides}
         if prompt is None:
             raise TypeError("masc.check() needs the prompt the image was generated from")
+        inputs = self._inputs(options, image, mask)
+        subject = options.get("subject")
+        samples = [
+            Sample(ref_image=r, ref_mask=m, out_image=inputs.image, out_mask=inputs.mask, prompt=prompt,
+                   subject=subject, distractors=tuple(as_list(options.get("distractors"))))
+            for r, m in zip(inputs.references, inputs.reference_masks)
+        ]
+        try:
+            scores = self._session.model().score_many(samples)
+        except MaSCError as error:  # the message names the input; the scorer's frames add nothing
+            raise type(error)(str(error)) from None
+        self._checks += 1
+        record = judge(self._session, self._record(options, inputs, prompt), scores, inputs)
+        if len(scores) == 1:
+            return scores[0]
+        # Several references: CP and global CP are the record's means over them.
+        return dataclasses.replace(
+            scores[0],
+            concept=record.score("concept"),
+            global_concept=record.score("global_concept"),
+            extras={**scores[0].extras, "concept_per_reference": record.concept_per_reference},
+        )
+
+    def _inputs(self, options: dict[str, Any], image: Any, mask: Any) -> ScoredInputs:
+        """References, their masks, the image and its mask, paths relative to the test file."""
         test_dir = Path(self._request.node.path).parent
-        references = [relative_to_dir(r, test_dir) for r in _as_list(options.get("reference"))]
-        reference_masks = [relative_to_dir(m, test_dir) for m in _as_list(options.get("reference_mask"))]
+        references = [relative_to_dir(r, test_dir) for r in as_list(options.get("reference"))]
+        reference_masks = [relative_to_dir(m, test_dir) for m in as_list(options.get("reference_mask"))]
         if not references:
             raise TypeError("no reference image: give @pytest.mark.masc(reference=..., reference_mask=...)")
         if len(reference_masks) != len(references):
@@ -93,56 +106,35 @@ class MascCheck:
             mask = self._segmenter(image)
         else:
             mask = relative_to_dir(mask, test_dir)
+        return ScoredInputs(image=image, mask=mask, references=references, reference_masks=reference_masks)
+
+    def _record(self, options: dict[str, Any], inputs: ScoredInputs, prompt: str) -> Record:
+        """The record of this check before scoring: what is scored and its gates."""
+        from ..metric.inputs import describe
+
+        node = self._request.node
+        nodeid = plain_nodeid(node)
         subject = options.get("subject")
-        distractors = tuple(_as_list(options.get("distractors")))
-        samples = [
-            Sample(ref_image=r, ref_mask=m, out_image=image, out_mask=mask, prompt=prompt,
-                   subject=subject, distractors=distractors)
-            for r, m in zip(references, reference_masks)
-        ]
-        try:
-            scores = self._session.model().score_many(samples)
-        except MaSCError as error:  # the message names the input; the scorer's frames add nothing
-            raise type(error)(str(error)) from None
-        gates = {k: float(v) for k, v in options.items() if k in GATES}
-        first_reference = references[0]
+        first_reference = inputs.references[0]
         concept = options.get("concept") or subject or (
             Path(first_reference).stem if isinstance(first_reference, (str, Path)) else "concept"
         )
-        node = self._request.node
-        self._checks += 1
-        record = record_scores(
-            self._session,
-            nodeid=plain_nodeid(node),
+        return Record(
+            nodeid=nodeid,
             kind="python",
-            suite=str(Path(plain_nodeid(node).split("::")[0])),
+            suite=str(Path(nodeid.split("::")[0])),
             concept=str(concept),
             case_id=node.name if self._checks == 1 else f"{node.name}#{self._checks}",
             prompt=prompt,
             subject=subject,
-            image=image,
-            scores=scores,
-            gates=gates,
-            human={k: _as_list(v) for k, v in (options.get("human") or {}).items()},
-            references=references,
-            reference_masks=reference_masks,
-            mask=mask,
+            image=describe(inputs.image),
+            gates={k: float(v) for k, v in options.items() if k in GATES},
+            human={k: [float(x) for x in as_list(v)] for k, v in (options.get("human") or {}).items()},
             check_index=self._checks - 1,
         )
-        if len(scores) == 1:
-            return scores[0]
-        # Several references: CP and global CP are the record's means over them.
-        return dataclasses.replace(
-            scores[0],
-            concept=record.score("concept"),
-            global_concept=record.score("global_concept"),
-            extras={**scores[0].extras, "concept_per_reference": record.concept_per_reference},
-        )
 
 
-def _session(request: pytest.FixtureRequest) -> "MascSession":
-    from .session import SESSION_KEY
-
+def _session(request: pytest.FixtureRequest) -> MascSession:
     session = request.config.stash[SESSION_KEY]
     if not session.settings.enabled:
         pytest.skip(GATES_OFF)
@@ -165,40 +157,3 @@ def masc_segmenter() -> Optional[Callable[[Any], Any]]:
 def masc(request: pytest.FixtureRequest, masc_segmenter) -> MascCheck:
     """Gate checker bound to the test's ``@pytest.mark.masc(...)``; ``masc.check()`` returns the Score."""
     return MascCheck(_session(request), request, masc_segmenter)
-
-
-def validate_masc_kwargs(kwargs: dict[str, Any], where: str) -> Optional[str]:
-    """A message naming ``where`` when ``kwargs`` has unknown keys or a gate that is not a
-    number in [-1, 1] (NaN included); ``None`` when they are fine."""
-    import difflib
-
-    for key in kwargs:
-        if key not in MARKER_KWARGS:
-            close = difflib.get_close_matches(key, sorted(MARKER_KWARGS), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            return f"{where}: unknown @pytest.mark.masc argument {key!r}{hint}; allowed: {', '.join(sorted(MARKER_KWARGS))}"
-    for gate in GATES:
-        if gate in kwargs:
-            value = kwargs[gate]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1.0 <= float(value) <= 1.0:
-                return f"{where}: {gate}={value!r} must be a number in [-1, 1]"
-    human = kwargs.get("human")
-    if human is not None:
-        if not isinstance(human, dict) or set(human) - {"concept", "prompt"}:
-            return f"{where}: human must be a dict with 'concept' and/or 'prompt' ratings, got {human!r}"
-        for key, ratings in human.items():
-            for rating in _as_list(ratings):
-                if isinstance(rating, bool) or not isinstance(rating, (int, float)) or not 0 <= rating <= 4:
-                    return f"{where}: human[{key!r}] rating {rating!r} must be a number in 0..4"
-    return None
-
-
-def validate_marker(item: pytest.Item) -> Optional[str]:
-    """A usage-error message when the item's ``masc`` marker has unknown or positional arguments."""
-    for marker in item.iter_markers("masc"):
-        if marker.args:
-            return f"{item.nodeid}: @pytest.mark.masc takes keyword arguments only, got positional {marker.args!r}"
-        problem = validate_masc_kwargs(marker.kwargs, item.nodeid)
-        if problem:
-            return problem
-    return None

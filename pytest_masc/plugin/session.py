@@ -1,137 +1,35 @@
-"""Session state of the plugin: settings, the lazily loaded model, suite scores and records.
-
-One :class:`MascSession` lives in ``config.stash[SESSION_KEY]``. It never imports torch or
-transformers until a gate actually needs the model.
+"""The plugin's state for one pytest process: :class:`MascSession`, the one object in
+``config.stash[SESSION_KEY]``. It holds the settings, the lazily loaded model, the case
+records and the session-level findings, merges what xdist workers send, and finishes the
+session (baseline, suite-level gates, JSON). Torch and transformers load only when a gate
+first needs the model.
 """
 from __future__ import annotations
 
+import json
 import os
-import re
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 import pytest
 
-from ..defaults import DEFAULT_MAX_PATCHES, DEFAULT_MODEL, DTYPE_ALIASES
 from ..errors import MaSCError
 from ..gates import Record
-from .protocol_item import parse_protocol_option
+from ..report import compare_baseline, concept_table, human_agreement, read_baseline, write_baseline, write_json
+from .options import Settings
 
 if TYPE_CHECKING:
-    from .collect import MascCaseItem
     from ..metric.scorer import MaSC
-    from ..types import Score
 
 SESSION_KEY: "pytest.StashKey[MascSession]" = pytest.StashKey()
 
-
-#: option name -> (ini key, type, default, help)
-OPTIONS: dict[str, tuple[str, Any, Any, str]] = {
-    "model": ("masc_model", str, DEFAULT_MODEL, "SigLIP2 NaFlex checkpoint: hub id or local directory"),
-    "revision": ("masc_revision", str, None, "hub revision (branch, tag or commit) of the model"),
-    "device": ("masc_device", str, None, "torch device; default: cuda when available (one GPU per xdist worker), else cpu"),
-    "dtype": ("masc_dtype", str, None, "model dtype: float32, bfloat16, float16; default bfloat16 on cuda, float32 on cpu"),
-    "max_patches": ("masc_max_patches", int, DEFAULT_MAX_PATCHES, "NaFlex patch budget per image (the paper: 1024)"),
-    "batch_size": ("masc_batch_size", int, None, "images per vision forward; default 32 on cuda, 1 on cpu"),
-    "json": ("masc_json", str, None, "write every case record, run metadata and the summary to this JSON file"),
-    "baseline": ("masc_baseline", str, None, "baseline JSON file to compare against (or to write with --masc-update-baseline)"),
-    "max_drop": ("masc_max_drop", float, 0.02, "fail when a concept's mean CP or PF drops more than this below the baseline"),
-    "artifacts": ("masc_artifacts", str, None, "write a PNG panel for each failing case into this directory"),
-    "protocol": ("masc_protocol", str, None, "run a benchmark protocol as a suite: dreambench_plus=ROOT,masks=DIR or orida=ROOT[,split=NAME]"),
-    "baselines": ("masc_baselines", str, None, "extra baseline metrics for protocol tables: clip,dino (NAME=MODEL to choose a checkpoint)"),
-}
+#: suite-level alpha gate -> the score kind whose agreement it reads
+ALPHA_GATES = {"min_alpha_concept": "concept", "min_alpha_prompt": "prompt"}
 
 
-@dataclass
-class Settings:
-    """Resolved plugin options (command line over ini over defaults)."""
-
-    enabled: bool
-    model: str
-    revision: Optional[str]
-    device: Optional[str]
-    dtype: Optional[str]
-    max_patches: int
-    batch_size: Optional[int]
-    json: Optional[Path]
-    baseline: Optional[Path]
-    max_drop: float
-    update_baseline: bool
-    artifacts: Optional[Path]
-    protocol: Optional[dict[str, str]]
-    baselines: dict[str, Optional[str]]
-
-    @classmethod
-    def from_config(cls, config: pytest.Config) -> "Settings":
-        values: dict[str, Any] = {}
-        for name, (ini, kind, default, _help) in OPTIONS.items():
-            value = config.getoption(f"masc_{name}")
-            if value is None:
-                raw = config.getini(ini)
-                value = raw if raw not in ("", None, []) else None
-            if value is None:
-                value = default
-            if value is not None and kind is not str:
-                try:
-                    value = kind(value)
-                except (TypeError, ValueError):
-                    raise pytest.UsageError(
-                        f"--masc-{name.replace('_', '-')} / {ini}: {value!r} is not a valid {kind.__name__}"
-                    ) from None
-            values[name] = value
-
-        def path(value: Optional[str]) -> Optional[Path]:
-            if not value:
-                return None
-            candidate = Path(value).expanduser()
-            return candidate if candidate.is_absolute() else (Path(config.invocation_params.dir) / candidate)
-
-        if values["max_patches"] is not None and values["max_patches"] < 1:
-            raise pytest.UsageError(f"--masc-max-patches must be positive, got {values['max_patches']}")
-        if values["batch_size"] is not None and values["batch_size"] < 1:
-            raise pytest.UsageError(f"--masc-batch-size must be positive, got {values['batch_size']}")
-        if values["max_drop"] < 0:
-            raise pytest.UsageError(f"--masc-max-drop must be >= 0, got {values['max_drop']}")
-        baselines = parse_baselines(values["baselines"])
-        if values["dtype"] is not None and str(values["dtype"]).lower().removeprefix("torch.") not in DTYPE_ALIASES:
-            raise pytest.UsageError(f"--masc-dtype {values['dtype']!r}: choose from {', '.join(DTYPE_ALIASES)}")
-        if values["device"] is not None and not re.fullmatch(r"cpu|mps|cuda(:\d+)?", str(values["device"])):
-            raise pytest.UsageError(f"--masc-device {values['device']!r}: expected cpu, cuda, cuda:N or mps")
-        return cls(
-            enabled=bool(config.getoption("masc")),
-            model=values["model"],
-            revision=values["revision"],
-            device=values["device"],
-            dtype=values["dtype"],
-            max_patches=values["max_patches"],
-            batch_size=values["batch_size"],
-            json=path(values["json"]),
-            baseline=path(values["baseline"]),
-            max_drop=values["max_drop"],
-            update_baseline=bool(config.getoption("masc_update_baseline")),
-            artifacts=path(values["artifacts"]),
-            protocol=parse_protocol_option(values["protocol"]) if values["protocol"] else None,
-            baselines=baselines,
-        )
-
-
-def parse_baselines(value: Optional[str]) -> dict[str, Optional[str]]:
-    """``"clip,dino"`` or ``"clip=/models/clip,dino"`` -> ``{"clip": "/models/clip", "dino": None}``."""
-    baselines: dict[str, Optional[str]] = {}
-    for part in (value or "").split(","):
-        name, _, model = part.strip().partition("=")
-        if not name:
-            continue
-        if name not in ("clip", "dino"):
-            raise pytest.UsageError(f"--masc-baselines: unknown baseline {name!r} (choose from clip, dino; NAME=MODEL sets its checkpoint)")
-        baselines[name] = model.strip() or None
-    return baselines
-
-
-def worker_index(config: pytest.Config) -> Optional[int]:
+def worker_index(config: Any) -> Optional[int]:
     """This process's pytest-xdist worker number (``gw3`` -> 3), or None outside xdist."""
     workerinput = getattr(config, "workerinput", None)
     if not workerinput:
@@ -145,21 +43,20 @@ def worker_index(config: pytest.Config) -> Optional[int]:
 class MascSession:
     """Everything the plugin keeps for one pytest process."""
 
-    config: pytest.Config
+    config: Any  # the pytest.Config
     settings: Settings
     records: list[Record] = field(default_factory=list)
     worker_runs: list[dict[str, Any]] = field(default_factory=list)  # metadata sent by xdist workers
     suite_findings: list[str] = field(default_factory=list)  # suite-level gate failures
     baseline_findings: list[str] = field(default_factory=list)
     baseline_written: Optional[Path] = None
-    _model: Any = None
-    _model_error: Optional[BaseException] = None
-    _suite_scores: dict[str, Any] = field(default_factory=dict)  # nodeid -> list[Score] | Exception
     suite_gates: dict[str, dict[str, float]] = field(default_factory=dict)  # suite name -> suite-level gates
     protocol_tables: list[dict[str, Any]] = field(default_factory=list)  # printed in the summary
     summary: Optional[dict[str, Any]] = None  # statistics of the finished session, computed once
     load_seconds: float = 0.0
     score_seconds: float = 0.0
+    _model: Any = None
+    _model_error: Optional[BaseException] = None
 
     # -- model
 
@@ -214,60 +111,6 @@ class MascSession:
         meta["score_seconds"] = self.score_seconds
         return meta
 
-    # -- suite scoring
-
-    def suite_scores(self, item: "MascCaseItem") -> list["Score"]:
-        """Scores of a suite case (one per reference); all cases of its suite file scored at once."""
-        if item.nodeid not in self._suite_scores:
-            self._score_suite_file(item)
-        result = self._suite_scores[item.nodeid]
-        if isinstance(result, BaseException):
-            raise result
-        return result
-
-    def _score_suite_file(self, item: "MascCaseItem") -> None:
-        from ..errors import PromptTruncatedWarning
-        from ..types import Sample
-
-        siblings = [
-            other for other in item.session.items
-            if getattr(other, "is_masc_case", False) and other.path == item.path
-            and other.nodeid not in self._suite_scores
-        ] or [item]
-        masc = self.model()
-        samples: list[Sample] = []
-        owners: list[str] = []
-        for case_item in siblings:
-            case, concept = case_item.case, case_item.concept
-            for reference, reference_mask in zip(concept.references, concept.reference_masks):
-                samples.append(Sample(
-                    ref_image=reference, ref_mask=reference_mask,
-                    out_image=case.image, out_mask=case.mask,
-                    prompt=case.prompt, subject=concept.subject, distractors=case.distractors,
-                ))
-                owners.append(case_item.nodeid)
-        reporter = ProgressLine(self.config, f"MaSC {item.path.name}")
-        started = time.perf_counter()
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", PromptTruncatedWarning)  # re-issued per case, naming it
-                results = masc.score_many(samples, progress=reporter.update, errors="return")
-        except Exception as error:  # e.g. out of memory on one image: every case of the file reports it
-            for nodeid in owners:
-                self._suite_scores[nodeid] = error
-            raise
-        finally:
-            reporter.close()
-            self.score_seconds += time.perf_counter() - started
-        for nodeid in dict.fromkeys(owners):
-            self._suite_scores[nodeid] = []
-        for nodeid, result in zip(owners, results):
-            current = self._suite_scores[nodeid]
-            if isinstance(result, BaseException):
-                self._suite_scores[nodeid] = result
-            elif not isinstance(current, BaseException):
-                current.append(result)
-
     # -- records
 
     def add_record(self, record: Record) -> None:
@@ -276,31 +119,91 @@ class MascSession:
     def sorted_records(self) -> list[Record]:
         return sorted(self.records, key=lambda r: (r.nodeid, r.check_index))
 
+    # -- xdist
 
-class ProgressLine:
-    """A one-line progress bar on an interactive terminal; silent elsewhere (CI, xdist workers)."""
+    def worker_output(self) -> dict[str, str]:
+        """What an xdist worker sends the controller (JSON strings, by key)."""
+        return {
+            "masc_records": json.dumps([r.as_dict() for r in self.records]),
+            "masc_run": json.dumps(self.run_metadata() if self.model_loaded else {}),
+            "masc_suite_gates": json.dumps(self.suite_gates),
+            "masc_protocols": json.dumps(self.protocol_tables),
+            "masc_findings": json.dumps(self.suite_findings),
+        }
 
-    def __init__(self, config: pytest.Config, label: str) -> None:
-        self.reporter = config.pluginmanager.get_plugin("terminalreporter")
-        self.label = label
-        self.active = bool(
-            self.reporter is not None and getattr(self.reporter, "isatty", False)
-            and not getattr(config, "workerinput", None)
-        )
-        self.shown = False
-
-    def update(self, done: int, total: int) -> None:
-        if not self.active or total <= 0:
+    def merge_worker_output(self, output: dict[str, str]) -> None:
+        """Controller: take in what one worker sent (:meth:`worker_output`)."""
+        if "masc_records" not in output:
             return
-        width = 24
-        filled = int(width * done / total)
-        self.reporter.write(f"\r{self.label}: [{'#' * filled}{'.' * (width - filled)}] {done}/{total} images")
-        self.reporter.flush()
-        self.shown = True
+        self.records.extend(Record.from_dict(r) for r in json.loads(output["masc_records"]))
+        self.suite_gates.update(json.loads(output.get("masc_suite_gates") or "{}"))
+        self.protocol_tables.extend(json.loads(output.get("masc_protocols") or "[]"))
+        self.suite_findings.extend(json.loads(output.get("masc_findings") or "[]"))
+        run = json.loads(output.get("masc_run") or "{}")
+        if run:
+            self.worker_runs.append(run)
 
-    def close(self) -> None:
-        if self.shown:
-            self.reporter.write("\r" + " " * 80 + "\r")
+    # -- the end
+
+    def statistics(self) -> dict[str, Any]:
+        """Summary statistics (per-concept table, agreement with humans), computed once per session."""
+        if self.summary is not None:
+            return self.summary
+        records = self.sorted_records()
+        scored = [r for r in records if r.error is None]
+        self.summary = {"concepts": concept_table(records), "agreement": human_agreement(scored), "suites": {}}
+        for suite_name in sorted({r.suite for r in scored}):
+            members = [r for r in scored if r.suite == suite_name]
+            if any(r.human for r in members):
+                self.summary["suites"][suite_name] = {"agreement": human_agreement(members)}
+        return self.summary
+
+    def finish(self) -> bool:
+        """Compare or write the baseline, check suite-level gates, write JSON. True: fail the session."""
+        if self.model_loaded:
+            self.worker_runs.append(self.run_metadata())
+        settings = self.settings
+        records = self.sorted_records()
+        if settings.baseline is not None and records:
+            if settings.update_baseline:
+                write_baseline(settings.baseline, records, self.worker_runs)
+                self.baseline_written = settings.baseline
+            else:
+                self._compare_baseline(settings.baseline, records)
+        summary = self.statistics()
+        self.suite_findings.extend(self._alpha_gate_findings(summary))
+        summary["suite_findings"] = list(self.suite_findings)
+        summary["baseline_regressions"] = list(self.baseline_findings)
+        summary["protocols"] = list(self.protocol_tables)
+        if settings.json is not None:
+            write_json(settings.json, records, self.worker_runs, summary)
+        return bool(self.baseline_findings or self.suite_findings)
+
+    def _compare_baseline(self, path: Path, records: list[Record]) -> None:
+        try:
+            baseline = read_baseline(path)
+        except ValueError as error:
+            self.baseline_findings.append(f"ERROR cannot compare: {error}")
+            return
+        self.baseline_findings.extend(
+            f"REGRESSION {finding}" for finding in compare_baseline(baseline, records, self.settings.max_drop)
+        )
+
+    def _alpha_gate_findings(self, summary: dict[str, Any]) -> list[str]:
+        """Failures of the suites' ``min_alpha_*`` gates against their cases' human ratings."""
+        findings = []
+        for suite_name, gates in sorted(self.suite_gates.items()):
+            agreement = summary["suites"].get(suite_name, {}).get("agreement", {})
+            for gate, minimum in sorted(gates.items()):
+                if gate not in ALPHA_GATES:
+                    continue
+                entry = agreement.get(ALPHA_GATES[gate])
+                alpha = None if entry is None else entry["alpha"]
+                if alpha is None:
+                    findings.append(f"{suite_name}: {gate} = {minimum:g} but no human-rated cases give an alpha")
+                elif alpha < minimum:
+                    findings.append(f"{suite_name}: alpha of {ALPHA_GATES[gate]} scores vs humans {alpha:.3f} < {gate} {minimum:g}")
+        return findings
 
 
-__all__ = ["MascSession", "SESSION_KEY", "Settings", "OPTIONS", "worker_index"]
+__all__ = ["ALPHA_GATES", "MascSession", "SESSION_KEY", "worker_index"]

@@ -42,6 +42,7 @@ prompt following (their PF ratings are NaN and ``pf_applies`` is False).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -370,21 +371,7 @@ def load_dreambench_plus(
     collections = read_collections(root)
     groups, files = _rating_files(root)
 
-    if methods is None:
-        if files:
-            names = sorted(files)
-        else:
-            samples_dir = root / "samples"
-            names = sorted(p.name for p in samples_dir.iterdir() if p.is_dir()) if samples_dir.is_dir() else []
-        explicit: dict[str, Any] = {}
-    elif isinstance(methods, Mapping):
-        names, explicit = list(methods), dict(methods)
-    else:
-        if isinstance(methods, str):
-            raise TypeError("methods must be a list of method names or a {name: sample_dir} mapping, not one str")
-        names, explicit = list(methods), {}
-    if len(set(names)) != len(names):
-        raise ValueError(f"methods lists a method twice: {names}")
+    names, explicit = _method_names(root, files, methods)
 
     dropped = {reason: 0 for reason in DROP_REASONS}
     units: list[DreamBenchUnit] = []
@@ -406,57 +393,18 @@ def load_dreambench_plus(
         }
         keys = {key for per_group in tables.values() for table in per_group.values() for key in table}
         all_outputs = not method_files if rated_only is None else not rated_only
-        if all_outputs and sample_dir is not None and (sample_dir / "tgt_image").is_dir():
-            for cdir in (sample_dir / "tgt_image").iterdir():
-                for image in cdir.glob("*_0.*") if cdir.is_dir() else ():
-                    prefix = image.stem[: -len("_0")]
-                    if image.suffix.lower() in IMAGE_EXTENSIONS and prefix.isdigit():
-                        keys.add(f"{cdir.name}-{int(prefix)}")
+        if all_outputs and sample_dir is not None:
+            keys |= _output_keys(sample_dir)
         for key in sorted(keys, key=parse_key):
-            cid, prompt_index = parse_key(key)
-            collection = collections.get(cid)
-            if collection is None:
-                dropped["missing_reference"] += 1
+            located = _locate(_Layout(root, masks, collections, sample_dir), key, min_mask_fraction, fractions)
+            if isinstance(located, str):
+                dropped[located] += 1
                 continue
-            out_image = find_image(sample_dir / "tgt_image" / cid, f"{prompt_index}_0") if sample_dir else None
-            if out_image is None:
-                dropped["missing_output"] += 1
-                continue
-            ref_mask = _mirror(masks, root, collection.image)
-            if ref_mask is None:
-                dropped["missing_ref_mask"] += 1
-                continue
-            out_mask = _mirror(masks, root, out_image)
-            if out_mask is None:
-                dropped["missing_out_mask"] += 1
-                continue
-            if _mask_fraction(ref_mask, fractions) <= min_mask_fraction:
-                dropped["small_ref_mask"] += 1
-                continue
-            if _mask_fraction(out_mask, fractions) <= min_mask_fraction:
-                dropped["small_out_mask"] += 1
-                continue
-            prompt = _prompt(sample_dir, collection, cid, prompt_index)
-            pf_applies = collection.category != "style"
-            units.append(
-                DreamBenchUnit(
-                    method=name,
-                    key=key,
-                    collection_id=cid,
-                    category=collection.category,
-                    subject=collection.subject,
-                    prompt_index=prompt_index,
-                    prompt=prompt,
-                    pf_applies=pf_applies,
-                    ref_image=collection.image,
-                    ref_mask=ref_mask,
-                    out_image=out_image,
-                    out_mask=out_mask,
-                )
-            )
+            unit = dataclasses.replace(located, method=name)
+            units.append(unit)
             for dimension in DIMENSIONS:
                 row = [tables[dimension].get(group, {}).get(key, math.nan) for group in groups]
-                if dimension == "prompt" and not pf_applies:
+                if dimension == "prompt" and not unit.pf_applies:
                     row = [math.nan] * len(groups)
                 rating_rows[dimension].append(row)
 
@@ -479,6 +427,88 @@ def load_dreambench_plus(
     )
 
 
+def _method_names(
+    root: Path, files: Mapping[str, Any], methods: Optional[Union[Iterable[str], Mapping[str, Any]]],
+) -> tuple[list[str], dict[str, Any]]:
+    """The methods to load and the sample directories given for some: ``methods`` as
+    :func:`load_dreambench_plus` takes it, or every rated method (every sample directory
+    when nothing is rated)."""
+    if methods is None:
+        if files:
+            names = sorted(files)
+        else:
+            samples_dir = root / "samples"
+            names = sorted(p.name for p in samples_dir.iterdir() if p.is_dir()) if samples_dir.is_dir() else []
+        explicit: dict[str, Any] = {}
+    elif isinstance(methods, Mapping):
+        names, explicit = list(methods), dict(methods)
+    else:
+        if isinstance(methods, str):
+            raise TypeError("methods must be a list of method names or a {name: sample_dir} mapping, not one str")
+        names, explicit = list(methods), {}
+    if len(set(names)) != len(names):
+        raise ValueError(f"methods lists a method twice: {names}")
+    return names, explicit
+
+
+def _output_keys(sample_dir: Path) -> set[str]:
+    """Keys ``<collection_id>-<prompt index>`` of every seed-0 output under ``tgt_image``."""
+    keys: set[str] = set()
+    if not (sample_dir / "tgt_image").is_dir():
+        return keys
+    for cdir in (sample_dir / "tgt_image").iterdir():
+        for image in cdir.glob("*_0.*") if cdir.is_dir() else ():
+            prefix = image.stem[: -len("_0")]
+            if image.suffix.lower() in IMAGE_EXTENSIONS and prefix.isdigit():
+                keys.add(f"{cdir.name}-{int(prefix)}")
+    return keys
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where one method's units are: the checkout, the masks, the references, its samples."""
+
+    root: Path
+    masks: Path
+    collections: Mapping[str, Collection]
+    sample_dir: Optional[Path]
+
+
+def _locate(layout: _Layout, key: str, min_mask_fraction: float, fractions: dict[Path, float]) -> Union[DreamBenchUnit, str]:
+    """The unit of ``key`` (its ``method`` left empty), or the reason (in :data:`DROP_REASONS`) it is dropped."""
+    cid, prompt_index = parse_key(key)
+    collection = layout.collections.get(cid)
+    if collection is None:
+        return "missing_reference"
+    out_image = find_image(layout.sample_dir / "tgt_image" / cid, f"{prompt_index}_0") if layout.sample_dir else None
+    if out_image is None:
+        return "missing_output"
+    ref_mask = _mirror(layout.masks, layout.root, collection.image)
+    if ref_mask is None:
+        return "missing_ref_mask"
+    out_mask = _mirror(layout.masks, layout.root, out_image)
+    if out_mask is None:
+        return "missing_out_mask"
+    if _mask_fraction(ref_mask, fractions) <= min_mask_fraction:
+        return "small_ref_mask"
+    if _mask_fraction(out_mask, fractions) <= min_mask_fraction:
+        return "small_out_mask"
+    return DreamBenchUnit(
+        method="",
+        key=key,
+        collection_id=cid,
+        category=collection.category,
+        subject=collection.subject,
+        prompt_index=prompt_index,
+        prompt=_prompt(layout.sample_dir, collection, cid, prompt_index),
+        pf_applies=collection.category != "style",
+        ref_image=collection.image,
+        ref_mask=ref_mask,
+        out_image=out_image,
+        out_mask=out_mask,
+    )
+
+
 def _prompt(sample_dir: Path, collection: Collection, cid: str, prompt_index: int) -> str:
     text_file = sample_dir / "text" / cid / f"{prompt_index}_0.txt"
     if text_file.is_file():
@@ -496,175 +526,10 @@ def _prompt(sample_dir: Path, collection: Collection, cid: str, prompt_index: in
     )
 
 
-# --------------------------------------------------------------------------- fixture tree
-
-
-@dataclass(frozen=True)
-class DreamBenchFixture:
-    """What :func:`write_dreambench_fixture` wrote, and the special cases it planted."""
-
-    root: Path
-    masks: Path
-    methods: tuple[str, ...]
-    groups: tuple[str, ...]
-    n_rated: int  # rated (method, key) pairs in the rating files
-    missing_rating: tuple[str, str, str, str]  # (group, method, dimension, key) left unrated
-    missing_mask: Path  # an output mask that is not written
-    tiny_mask: Path  # an output mask covering about 1 % of its image
-    style_collection: str
-    malformed: Optional[Path]  # the broken rating file, when asked for
-
-
-_FIXTURE_SUBJECTS = (
-    # category, id, subject, colour (RGB), shape
-    ("animal", "00", "dog", (150, 90, 40), "ellipse"),
-    ("animal", "01", "cat", (120, 120, 130), "rectangle"),
-    ("object", "00", "t-shirt", (200, 30, 40), "triangle"),
-    ("style", "00", "ukiyo-e", (30, 60, 160), "stripes"),
-)
-_FIXTURE_PROMPTS = ("a {} on the beach", "a {} in the snow", "a watercolor painting of a {}")
-_FIXTURE_METHODS = {
-    "blip_diffusion": PUBLISHED_METHODS["blip_diffusion"],
-    "emu2": PUBLISHED_METHODS["emu2"],
-}
-
-
-def _draw(rng: np.random.Generator, size: tuple[int, int], background, colour, shape: str, scale: float):
-    """An RGB array ``(H, W, 3)`` with one shape on a noisy background, and its bool mask."""
-    height, width = size
-    image = np.empty((height, width, 3), dtype=np.float64)
-    image[:] = background
-    image += rng.normal(0, 12, size=image.shape)
-    yy, xx = np.mgrid[0:height, 0:width]
-    cy = rng.uniform(0.4, 0.6) * height
-    cx = rng.uniform(0.4, 0.6) * width
-    ry, rx = scale * height / 2, scale * width / 2
-    if shape == "ellipse":
-        mask = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
-    elif shape == "triangle":
-        mask = (yy >= cy - ry) & (yy <= cy + ry) & (abs(xx - cx) <= (yy - (cy - ry)) / 2 * rx / ry)
-    else:  # rectangle, or stripes: a striped block
-        mask = (abs(yy - cy) <= ry) & (abs(xx - cx) <= rx)
-    image[mask] = colour
-    if shape == "stripes":
-        image[mask & ((xx // 4) % 2 == 0)] = 245
-    image[mask] += rng.normal(0, 8, size=(int(mask.sum()), 3))
-    return np.clip(image, 0, 255).astype(np.uint8), mask
-
-
-def write_dreambench_fixture(
-    directory: Union[str, os.PathLike], seed: int = 0, *, malformed_json: bool = False
-) -> DreamBenchFixture:
-    """Write a small DreamBench++ tree in the published layout, with masks and ratings.
-
-    The tree (``directory/dreambench_plus``) holds four subjects (``animal/00`` dog,
-    ``animal/01`` cat, ``object/00`` t-shirt, ``style/00`` ukiyo-e), three prompts each, two
-    methods (``blip_diffusion``, ``emu2``, with their published sample directory names),
-    seeds 0 and 1 (1 is never rated), and two rater groups. Masks (``directory/masks``)
-    mirror the image paths. Planted cases: ``group_2`` did not rate one key, one output mask
-    is missing, one output mask covers about 1 % of its image, the style subject has no PF;
-    ``malformed_json=True`` also writes a truncated rating file.
-
-    Images are tiny noisy JPEG drawings (64x64 references, 64 wide x 80 high outputs) with
-    PNG masks; a CP rating follows how much of the subject's colour the output keeps, a PF
-    rating a latent grade per output, each plus per-group noise (so the groups agree).
-    """
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    directory = Path(directory)
-    root = directory / "dreambench_plus"
-    masks = directory / "masks"
-    groups = ("group_1", "group_2")
-
-    def save(array: np.ndarray, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix == ".jpg":
-            Image.fromarray(array).save(path, quality=95)
-        else:
-            Image.fromarray(array).save(path)
-
-    references = {}
-    for category, index, subject, colour, shape in _FIXTURE_SUBJECTS:
-        image, mask = _draw(rng, (64, 64), (220, 220, 210), colour, shape, 0.6)
-        save(image, root / "data" / "images" / category / f"{index}.jpg")
-        save(mask.astype(np.uint8) * 255, masks / "data" / "images" / category / f"{index}.png")
-        captions = root / "data" / "captions" / category / f"{index}.txt"
-        captions.parent.mkdir(parents=True, exist_ok=True)
-        named = subject if category != "style" else f"cat in {subject} style"
-        prompts = [p.format(named) for p in _FIXTURE_PROMPTS]
-        captions.write_text("\n".join([subject, *prompts]) + "\n", encoding="utf-8")
-        references[collection_id(category, index, subject)] = (category, subject, colour, shape, image, prompts)
-
-    ratings: dict[tuple[str, str, str], dict[str, Any]] = {}
-    style_cid = collection_id("style", "00", "ukiyo-e")
-    missing_mask = tiny_mask = None
-    for method, sample_dir_name in _FIXTURE_METHODS.items():
-        sample_dir = root / "samples" / sample_dir_name
-        sample_dir.mkdir(parents=True, exist_ok=True)
-        (sample_dir / "negative_prompt.txt").write_text("", encoding="utf-8")
-        for cid, (category, subject, colour, shape, ref, prompts) in references.items():
-            for prompt_index, prompt in enumerate(prompts):
-                quality = rng.uniform(0.0, 1.0)  # how much of the subject's colour survives
-                following = rng.uniform(0.0, 1.0)  # the raters' latent prompt-following grade
-                background = tuple(int(v) for v in rng.integers(40, 230, size=3))
-                mixed = quality * np.asarray(colour) + (1 - quality) * rng.integers(0, 255, 3)
-                drawn_colour = tuple(int(v) for v in mixed)
-                tiny = method == "emu2" and category == "object" and prompt_index == 0
-                for seed_index in (0, 1):
-                    out, out_mask = _draw(rng, (80, 64), background, drawn_colour, shape, 0.15 if tiny else 0.55)
-                    stem = f"{prompt_index}_{seed_index}"
-                    save(ref, sample_dir / "src_image" / cid / f"{stem}.jpg")
-                    save(out, sample_dir / "tgt_image" / cid / f"{stem}.jpg")
-                    text = sample_dir / "text" / cid / f"{stem}.txt"
-                    text.parent.mkdir(parents=True, exist_ok=True)
-                    text.write_text(prompt, encoding="utf-8")
-                    if seed_index == 0:
-                        mask_path = masks / "samples" / sample_dir_name / "tgt_image" / cid / f"{stem}.png"
-                        if method == "blip_diffusion" and subject == "cat" and prompt_index == 2:
-                            missing_mask = mask_path
-                        else:
-                            save(out_mask.astype(np.uint8) * 255, mask_path)
-                        if tiny:
-                            tiny_mask = mask_path
-                key = f"{cid}-{prompt_index}"
-                for group in groups:
-                    cp = int(np.clip(round(4 * quality + rng.normal(0, 0.6)), 0, 4))
-                    pf = int(np.clip(round(4 * following + rng.normal(0, 0.6)), 0, 4))
-                    ratings.setdefault((group, method, "cp"), {})[key] = cp
-                    ratings.setdefault((group, method, "pf"), {})[key] = pf
-
-    missing_key = f"{collection_id('animal', '00', 'dog')}-1"
-    del ratings[("group_2", "emu2", "cp")][missing_key]
-    n_rated = len(ratings[("group_1", "emu2", "cp")]) * len(_FIXTURE_METHODS)
-    for (group, method, suffix), table in ratings.items():
-        path = root / "data_human_rating" / "merged_data" / group / f"{method}-{suffix}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(dict(sorted(table.items())), indent=4), encoding="utf-8")
-    malformed = None
-    if malformed_json:
-        malformed = root / "data_human_rating" / "merged_data" / "group_2" / "emu2-pf.json"
-        malformed.write_text(malformed.read_text(encoding="utf-8")[:-40], encoding="utf-8")
-    assert missing_mask is not None and tiny_mask is not None
-    return DreamBenchFixture(
-        root=root,
-        masks=masks,
-        methods=tuple(_FIXTURE_METHODS),
-        groups=groups,
-        n_rated=n_rated,
-        missing_rating=("group_2", "emu2", "concept", missing_key),
-        missing_mask=missing_mask,
-        tiny_mask=tiny_mask,
-        style_collection=style_cid,
-        malformed=malformed,
-    )
-
-
 __all__ = [
     "CATEGORIES",
     "Collection",
     "DROP_REASONS",
-    "DreamBenchFixture",
     "DreamBenchUnit",
     "PUBLISHED_METHODS",
     "ProtocolData",
@@ -675,5 +540,4 @@ __all__ = [
     "parse_key",
     "read_collections",
     "read_ratings",
-    "write_dreambench_fixture",
 ]

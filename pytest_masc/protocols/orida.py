@@ -235,73 +235,9 @@ def load_orida(
     )
 
 
-# --------------------------------------------------------------------------- fixture tree
-
-
-@dataclass(frozen=True)
-class ORIDaFixture:
-    """What :func:`write_orida_fixture` wrote."""
-
-    root: Path  # holds ORIDa_v1.0
-    split: str
-    backgrounds: dict[str, int]  # subject -> photos with a mask
-    unmasked: tuple[Path, ...]  # photos written without a mask
-
-
-_ORIDA_SUBJECTS = (
-    # name, colour, shape, number of backgrounds
-    ("apple_red", (200, 30, 30), "ellipse", 4),
-    ("blue_mug", (30, 60, 200), "rectangle", 4),
-    ("green_box", (40, 170, 60), "triangle", 4),
-    ("yellow_duck", (230, 210, 40), "ellipse", 2),
-)
-
-
-def write_orida_fixture(directory: Union[str, os.PathLike], split: str = "test", seed: int = 0) -> ORIDaFixture:
-    """Write a small ORIDa tree: ``directory/ORIDa_v1.0/<split>/<subject>/...``.
-
-    Four subjects (``apple_red``, ``blue_mug``, ``green_box`` with 4 backgrounds each,
-    ``yellow_duck`` with 2), 72x64 JPEG photos of a coloured shape on background ``k``
-    (shared across subjects), PNG masks ``<stem>_mask.png``; ``blue_mug`` has one extra photo
-    without a mask; one ``factual_counterfactual/<scene_id>`` scene that the loader ignores.
-    """
-    from PIL import Image
-
-    from .dreambench_plus import _draw
-
-    rng = np.random.default_rng(seed)
-    directory = Path(directory)
-    split_dir = directory / VERSION_DIR / split
-    backgrounds = [tuple(int(v) for v in rng.integers(40, 230, size=3)) for _ in range(6)]
-    counts = {}
-    unmasked = []
-    for name, colour, shape, n_backgrounds in _ORIDA_SUBJECTS:
-        images_dir = split_dir / name / "factual_only" / "images"
-        masks_dir = split_dir / name / "factual_only" / "annotations" / "masks"
-        images_dir.mkdir(parents=True, exist_ok=True)
-        masks_dir.mkdir(parents=True, exist_ok=True)
-        for k in range(n_backgrounds):
-            image, mask = _draw(rng, (72, 64), backgrounds[k], colour, shape, rng.uniform(0.45, 0.6))
-            Image.fromarray(image).save(images_dir / f"{name}_bg{k:02d}.jpg", quality=95)
-            Image.fromarray(mask.astype(np.uint8) * 255).save(masks_dir / f"{name}_bg{k:02d}_mask.png")
-        counts[name] = n_backgrounds
-        if name == "blue_mug":
-            image, _ = _draw(rng, (72, 64), backgrounds[5], colour, shape, 0.5)
-            path = images_dir / f"{name}_bg05.jpg"
-            Image.fromarray(image).save(path, quality=95)
-            unmasked.append(path)
-        scene = split_dir / name / "factual_counterfactual" / "scene_000"
-        (scene / "images").mkdir(parents=True, exist_ok=True)
-        image, _ = _draw(rng, (72, 64), backgrounds[0], colour, shape, 0.3)
-        Image.fromarray(image).save(scene / "images" / "scene_000_0.jpg", quality=95)
-    return ORIDaFixture(root=directory, split=split, backgrounds=counts, unmasked=tuple(unmasked))
-
-
 __all__ = [
     "IdentityData",
     "IdentityPair",
-    "ORIDaFixture",
     "load_orida",
     "subject_photos",
-    "write_orida_fixture",
 ]

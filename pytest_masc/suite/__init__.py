@@ -1,20 +1,13 @@
 """Suite files (``masc_*.toml`` and their cases CSV): parsed and validated, no pytest.
 
-The format is documented in :mod:`pytest_masc.suite.toml`.
+The format, with every validation rule, is documented in :mod:`pytest_masc.suite.schema`;
+:func:`load_suite` reads a file.
 """
 from __future__ import annotations
 
-from .toml import (
-    CSV_COLUMNS,
-    GATE_KEYS,
-    PROTOCOL_KINDS,
-    SUITE_GATE_KEYS,
-    Case,
-    Concept,
-    Suite,
-    is_suite_file,
-    load_suite,
-)
+from ..protocols.spec import PROTOCOL_KINDS
+from .schema import CSV_COLUMNS, GATE_KEYS, SUITE_GATE_KEYS, Case, Concept, Suite, is_suite_file
+from .toml import load_suite
 
 __all__ = [
     "CSV_COLUMNS",

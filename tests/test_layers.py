@@ -1,0 +1,225 @@
+"""The package's layering stays true: no import cycles between pytest_masc modules (imports
+inside functions included, ``if TYPE_CHECKING:`` blocks excluded), pytest imported only by
+the pytest layer (``pytest_masc/plugin/``), no oversized classes or functions, and the old
+public import paths still working."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent / "pytest_masc"
+PYTEST_LAYER = "pytest_masc.plugin"
+MAX_CLASS_LINES = 300
+MAX_FUNCTION_LINES = 120
+
+
+def module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def imported_names(tree: ast.AST, module: str, is_package: bool) -> list[tuple[str, tuple[str, ...], int]]:
+    """``(absolute module, imported names, line)`` of every import in ``tree``, at any depth,
+    except under ``if TYPE_CHECKING:``. Relative imports are resolved against ``module``."""
+    found: list[tuple[str, tuple[str, ...], int]] = []
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            found.extend((alias.name, (), node.lineno) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = module.split(".") if is_package else module.split(".")[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            found.append((target, tuple(alias.name for alias in node.names), node.lineno))
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+def import_graph(root: Path) -> tuple[dict[str, set[str]], dict[str, list[tuple[str, int]]]]:
+    """Edges between the modules of the package at ``root`` (``from p import m`` of a
+    submodule ``m`` is an edge to ``p.m``), and every module's external top-level imports."""
+    files = {module_name(path, root): path for path in sorted(root.rglob("*.py"))}
+    graph: dict[str, set[str]] = {name: set() for name in files}
+    external: dict[str, list[tuple[str, int]]] = {name: [] for name in files}
+    for name, path in files.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for target, names, line in imported_names(tree, name, path.name == "__init__.py"):
+            if target not in files:
+                external[name].append((target.split(".")[0], line))
+                continue
+            submodules = [f"{target}.{n}" for n in names if f"{target}.{n}" in files]
+            graph[name].update(submodules or [target])
+            if len(submodules) < len(names):  # names defined by the module itself
+                graph[name].add(target)
+        graph[name].discard(name)
+    return graph, external
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle as ``[a, b, ..., a]``, or ``[]`` when the graph has none."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        path.append(node)
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == 1:
+                return path[path.index(target):] + [target]
+            if target not in state:
+                cycle = visit(target)
+                if cycle:
+                    return cycle
+        path.pop()
+        state[node] = 2
+        return []
+
+    for start in sorted(graph):
+        if start not in state:
+            cycle = visit(start)
+            if cycle:
+                return cycle
+    return []
+
+
+# --------------------------------------------------------------------------- the package
+
+
+def test_no_import_cycles():
+    graph, _ = import_graph(PACKAGE_DIR)
+    cycle = find_cycle(graph)
+    assert not cycle, "import cycle: " + " -> ".join(cycle)
+
+
+def test_only_the_pytest_layer_imports_pytest():
+    _, external = import_graph(PACKAGE_DIR)
+    offenders = [
+        f"{module} (line {line}) imports {name}"
+        for module, imports in external.items()
+        for name, line in imports
+        if name in ("pytest", "_pytest") and not (module == PYTEST_LAYER or module.startswith(PYTEST_LAYER + "."))
+    ]
+    assert not offenders, "\n".join(offenders)
+
+
+def test_the_metric_layer_does_not_import_the_plugin_or_the_suites():
+    graph, _ = import_graph(PACKAGE_DIR)
+    offenders = [
+        f"{module} -> {target}"
+        for module, targets in graph.items() if module.startswith("pytest_masc.metric")
+        for target in targets if target.startswith(("pytest_masc.plugin", "pytest_masc.suite", "pytest_masc.protocols"))
+    ]
+    assert not offenders, "\n".join(offenders)
+
+
+def test_no_oversized_classes_or_functions():
+    oversized = []
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                limit = MAX_CLASS_LINES if isinstance(node, ast.ClassDef) else MAX_FUNCTION_LINES
+                if lines > limit:
+                    oversized.append(f"{path.relative_to(PACKAGE_DIR.parent)}:{node.lineno} {node.name}: {lines} lines > {limit}")
+    assert not oversized, "\n".join(oversized)
+
+
+def test_public_import_paths_work_without_torch():
+    """README's imports (and the moved modules' old names) import, none of them loads torch."""
+    code = textwrap.dedent("""
+        import sys
+        from pytest_masc import MaSCError, Sample, Score
+        import pytest_masc.agreement, pytest_masc.inputs, pytest_masc.strategies
+        import pytest_masc.metric.inputs, pytest_masc.stats.agreement, pytest_masc.testing.strategies
+        from pytest_masc.protocols import ProtocolSpec
+        from pytest_masc.suite import load_suite
+        from pytest_masc.testing import tiny_checkpoint
+        from pytest_masc.testing.datasets import write_dreambench_fixture
+        import pytest_masc.report, pytest_masc.plugin
+        assert pytest_masc.inputs is pytest_masc.metric.inputs
+        assert pytest_masc.agreement is pytest_masc.stats.agreement
+        assert pytest_masc.strategies is pytest_masc.testing.strategies
+        print(sorted({"torch", "transformers"} & set(sys.modules)))
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_masc_loads_from_the_package_root():
+    from pytest_masc import MaSC
+    from pytest_masc.metric.scorer import MaSC as scorer_masc
+
+    assert MaSC is scorer_masc
+
+
+# --------------------------------------------------------------------------- the checker itself
+
+
+def _package(tmp_path: Path, modules: dict[str, str]) -> Path:
+    root = tmp_path / "pkg"
+    for name, source in {"__init__": "", **modules}.items():
+        path = root.joinpath(*name.split(".")).with_suffix(".py")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(source))
+    return root
+
+
+def test_checker_finds_a_cycle_through_a_function_level_import(tmp_path):
+    root = _package(tmp_path, {
+        "a": "from .b import thing\n",
+        "b": "def thing():\n    from .a import other\n",
+    })
+    assert find_cycle(import_graph(root)[0]) == ["pkg.a", "pkg.b", "pkg.a"]
+
+
+def test_checker_follows_submodules_imported_from_their_package(tmp_path):
+    root = _package(tmp_path, {
+        "sub.__init__": "",
+        "sub.x": "from .. import y\n",
+        "y": "from .sub import x\n",
+    })
+    assert find_cycle(import_graph(root)[0]) == ["pkg.sub.x", "pkg.y", "pkg.sub.x"]
+
+
+def test_checker_ignores_type_checking_imports(tmp_path):
+    root = _package(tmp_path, {
+        "a": "from typing import TYPE_CHECKING\nfrom .b import thing\n",
+        "b": "import typing\nif typing.TYPE_CHECKING:\n    from .a import other\nelse:\n    import json\n",
+    })
+    graph, external = import_graph(root)
+    assert find_cycle(graph) == []
+    assert ("json", 5) in external["pkg.b"]
+
+
+def test_checker_sees_pytest_anywhere(tmp_path):
+    root = _package(tmp_path, {"core": "def f():\n    import _pytest.nodes\n"})
+    assert ("_pytest", 2) in import_graph(root)[1]["pkg.core"]
+
+
+@pytest.mark.parametrize("source", ["import pkg.b\n", "from pkg import b\n", "from . import b\n"])
+def test_checker_resolves_every_import_form(tmp_path, source):
+    root = _package(tmp_path, {"a": source, "b": "from .a import x\n"})
+    assert find_cycle(import_graph(root)[0]) == ["pkg.a", "pkg.b", "pkg.a"]
