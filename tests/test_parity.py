@@ -296,3 +296,51 @@ def test_attention_pool_matches_reference_pooler(tiny_masc):
             ours = functional.attention_pool(head, tokens, hidden)
             theirs = masc_reference.MaSC._pool_with_kpm(head, tokens, hidden[0])
         torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- fixed resolution
+
+
+@pytest.fixture(scope="module", params=["bilinear", "bicubic"])
+def fixed_scorers(request, tmp_path_factory):
+    """Ours and the reference on a tiny fixed-resolution checkpoint (64x64, 4x4 patches). Its
+    directory name has no ``naflex``: the reference decides the kind from the model id. With
+    a bicubic processor (SigLIP v1's), ours lets the processor resize instead of doing it."""
+    from pytest_masc.testing import tiny_fixed_checkpoint
+
+    resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[request.param]
+    directory = tiny_fixed_checkpoint(tmp_path_factory.mktemp("models") / f"tiny-siglip2-{request.param}-64", resample=resample)
+    ours = MaSC.from_pretrained(directory, device="cpu", local_files_only=True)
+    assert (ours.image_encoder.preprocess_settings is None) == (request.param == "bicubic")
+    return ours, masc_reference.MaSC(model_id=str(directory), device="cpu")
+
+
+def test_fixed_resolution_backbone_matches_reference(cases, fixed_scorers):
+    ours, reference = fixed_scorers
+    assert ours.image_encoder.fixed_size == (64, 64) and ours.one_image_forward is None
+    expected = [
+        reference.score(c.ref_image, c.ref_mask, c.out_image, c.out_mask, c.prompt, object_name=c.subject)
+        for c in cases
+    ]
+    assert any(math.isnan(r.pf) for r in expected) and any(not math.isnan(r.cp) for r in expected)
+    for case, expected_one in zip(cases[:6], expected):
+        score = ours.score(case.ours.ref_image, case.ours.ref_mask, case.ours.out_image, case.ours.out_mask,
+                           case.prompt, case.subject)
+        assert_agrees(score, expected_one, f"fixed one at a time {case.label}")
+        assert score.extras["ref_grid"] == score.extras["out_grid"] == [4, 4]
+    ours.clear_cache()
+    for case, score, expected_one in zip(cases, ours.score_many([c.ours for c in cases]), expected):
+        assert_agrees(score, expected_one, f"fixed score_many {case.label}")
+
+
+def test_fixed_resolution_batches_agree_with_single_images(cases, fixed_scorers):
+    """Padded-free batches of 4 fixed-resolution images score as one image at a time does."""
+    single, _ = fixed_scorers
+    batched = MaSC(single.model, single.image_processor, single.tokenizer, device=single.device,
+                   dtype=single.dtype, batch_size=4)
+    samples = [c.ours for c in cases[:8]]
+    single.clear_cache()
+    for one, many in zip(single.score_many(samples), batched.score_many(samples)):
+        for name in ("concept", "prompt", "global_concept", "global_prompt"):
+            x, y = getattr(one, name), getattr(many, name)
+            assert (math.isnan(x) and math.isnan(y)) or abs(x - y) <= 1e-5, (name, x, y)

@@ -332,13 +332,42 @@ def test_bert_checkpoint_is_not_siglip2(tmp_path):
     assert "'bert'" in str(raised.value)
 
 
-def test_siglip_v1_checkpoint_is_not_siglip2(tmp_path):
+def test_siglip_fixed_resolution_checkpoint_without_weights_is_a_load_error(tmp_path):
+    """SigLIP (fixed resolution) checkpoints are accepted now, like the reference's; one
+    without weights fails to load, naming the directory, not as "not SigLIP2"."""
     from transformers import SiglipConfig
 
     SiglipConfig().save_pretrained(tmp_path / "siglip-v1")
-    with pytest.raises(ModelLoadError, match="not SigLIP2") as raised:
+    with pytest.raises(ModelLoadError, match="cannot load the SigLIP2 checkpoint") as raised:
         MaSC.from_pretrained(tmp_path / "siglip-v1", device="cpu", local_files_only=True)
-    assert "'siglip'" in str(raised.value)
+    assert "siglip-v1" in str(raised.value) and "not SigLIP2" not in str(raised.value)
+
+
+def test_fixed_resolution_processor_must_fit_the_tower(tmp_path):
+    import json
+
+    from pytest_masc.testing import tiny_fixed_checkpoint
+
+    directory = tiny_fixed_checkpoint(tmp_path / "tiny-siglip-64")
+    config_file = directory / "processor_config.json"
+    config = json.loads(config_file.read_text())
+    config["image_processor"]["size"] = {"height": 48, "width": 48}
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="resizes to .*48.* reads 64x64"):
+        MaSC.from_pretrained(directory, device="cpu", local_files_only=True)
+
+
+@pytest.mark.parametrize(("cuda", "mps", "expected"), [
+    (True, True, "cuda"), (False, True, "mps"), (False, False, "cpu"),
+])
+def test_default_device_is_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, expected):
+    from pytest_masc.metric.loading import resolve_device, resolve_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    device = resolve_device(None)
+    assert device.type == expected
+    assert resolve_dtype(None, device) is (torch.bfloat16 if expected == "cuda" else torch.float32)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

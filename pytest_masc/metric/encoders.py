@@ -18,7 +18,8 @@ import torch
 from . import functional
 from ..errors import DeviceError, InputError, PromptTruncatedWarning
 from .inputs import describe, load_image, load_mask
-from .preprocess import fast_preprocess_settings, naflex_patches, patch_normalisation
+from .loading import fixed_resolution
+from .preprocess import fast_preprocess_settings, image_to_patches, naflex_patches, patch_normalisation, resized_patches
 from .vision import OneImageVisionForward
 
 
@@ -43,7 +44,8 @@ MaskRequest = tuple[tuple, Any, str]
 @dataclass
 class Pixels:
     """One preprocessed image: ``patches (N, 3 * P * P)`` (uint8 to normalise on the device,
-    or float32 from the processor) and its grid ``(Hp, Wp)``."""
+    or float32 from the processor) and its grid ``(Hp, Wp)``, for NaFlex and fixed-resolution
+    towers alike (see :mod:`pytest_masc.metric.preprocess`)."""
 
     patches: np.ndarray
     grid: tuple[int, int]
@@ -139,11 +141,12 @@ class ImageEncoder:
     """Reads and preprocesses images (any thread) and runs the vision tower on batches.
 
     Args:
-        vision_model: the SigLIP2 vision tower (``model.vision_model``).
-        image_processor: its ``Siglip2ImageProcessorPil``; used directly only when it is
-            configured unlike :func:`~pytest_masc.metric.preprocess.naflex_patches`.
+        vision_model: the vision tower (``model.vision_model``): SigLIP2 NaFlex, or a
+            fixed-resolution SigLIP one (its images resized to its square).
+        image_processor: its PIL image processor; used directly only when it is configured
+            unlike :mod:`~pytest_masc.metric.preprocess` (bilinear resizing).
         device, dtype: where and in what the tower runs.
-        max_num_patches: the NaFlex patch budget per image.
+        max_num_patches: the NaFlex patch budget per image (unused at fixed resolution).
         batch_size: images per forward; lowered for good after an out-of-memory batch.
         one_image_forward: run batches of one through
             :class:`~pytest_masc.metric.vision.OneImageVisionForward` instead of Transformers.
@@ -158,7 +161,11 @@ class ImageEncoder:
         self.max_num_patches = int(max_num_patches)
         self.batch_size = int(batch_size)
         self.one_image_forward = OneImageVisionForward(vision_model) if one_image_forward else None
-        self.preprocess_settings = fast_preprocess_settings(image_processor)
+        self.fixed_size = fixed_resolution(vision_model.config)  # (H, W); None: NaFlex
+        self.patch_size = int(vision_model.config.patch_size)
+        self.preprocess_settings = fast_preprocess_settings(
+            image_processor, self.patch_size if self.fixed_size is not None else None
+        )
         self._normalisation = (
             tuple(torch.from_numpy(a).to(device) for a in patch_normalisation(**self.preprocess_settings))
             if self.preprocess_settings is not None else None
@@ -178,21 +185,30 @@ class ImageEncoder:
         :class:`InputError` is kept in the mask's place. A bad image raises ``InputError``.
         """
         image = load_image(source, what)
-        if self.preprocess_settings is not None:
+        if self.preprocess_settings is None:  # a processor configured unlike ours: let it do the work
+            patches, grid = self._processor_patches(image)
+        elif self.fixed_size is None:
             patches, grid = naflex_patches(
                 image, max_num_patches=self.max_num_patches, normalise=False, **self.preprocess_settings
             )
-        else:  # a processor configured unlike SigLIP2's: let it do the work
-            features = self.image_processor(
-                images=[image], max_num_patches=self.max_num_patches, return_tensors="np"
-            )
-            count = int(features["pixel_attention_mask"][0].sum())
-            grid = tuple(int(x) for x in features["spatial_shapes"][0])
-            patches = np.ascontiguousarray(features["pixel_values"][0, :count], dtype=np.float32)
+        else:
+            patches, grid = resized_patches(image, self.fixed_size, normalise=False, **self.preprocess_settings)
         size = (image.height, image.width)
         loaded = {mask_key: _mask_or_error(mask_source, mask_what, source, size)
                   for mask_key, mask_source, mask_what in masks}
         return Pixels(patches, grid, size, loaded)
+
+    def _processor_patches(self, image: Any) -> tuple[np.ndarray, tuple[int, int]]:
+        """float32 normalised patches and their grid, as the image processor makes them."""
+        if self.fixed_size is not None:
+            pixel_values = np.asarray(self.image_processor(images=[image], return_tensors="np")["pixel_values"][0],
+                                      dtype=np.float32)  # (3, H, W)
+            grid = (pixel_values.shape[1] // self.patch_size, pixel_values.shape[2] // self.patch_size)
+            return image_to_patches(pixel_values, self.patch_size), grid
+        features = self.image_processor(images=[image], max_num_patches=self.max_num_patches, return_tensors="np")
+        count = int(features["pixel_attention_mask"][0].sum())
+        grid = tuple(int(x) for x in features["spatial_shapes"][0])
+        return np.ascontiguousarray(features["pixel_values"][0, :count], dtype=np.float32), grid
 
     # -- the vision tower
 
@@ -215,9 +231,11 @@ class ImageEncoder:
             return self.encode(batch[:half]) + self.encode(batch[half:])
 
     def forward(self, batch: list[Pixels]) -> list[Encoding]:
-        """One vision forward; the batch is padded to its longest sequence, not to the budget."""
+        """One vision forward; a NaFlex batch is padded to its longest sequence, not to the budget."""
         if len(batch) == 1 and self.one_image_forward is not None:
             return [self._forward_one(batch[0])]
+        if self.fixed_size is not None:
+            return self._forward_fixed(batch)
         longest = max(len(p.patches) for p in batch)
         raw = batch[0].patches.dtype == np.uint8  # normalised on the device, after the copy
         pixel_values = torch.zeros(len(batch), longest, batch[0].patches.shape[1],
@@ -239,6 +257,25 @@ class ImageEncoder:
         pooled = vision.pooler_output
         return [
             Encoding(hidden[row, : len(p.patches)], pooled[row], p.grid, p.size, p.masks)
+            for row, p in enumerate(batch)
+        ]
+
+    def _forward_fixed(self, batch: list[Pixels]) -> list[Encoding]:
+        """A fixed-resolution forward: the patches of every image (one grid) reassembled into
+        ``(B, 3, H, W)`` images, which the tower's convolution cuts into the same patches."""
+        patches = torch.stack([torch.from_numpy(p.patches) for p in batch])  # (B, N, P * P * 3)
+        if self.device.type == "cuda":  # an asynchronous copy needs page-locked memory
+            patches = patches.pin_memory()
+        patches = self._normalised(patches.to(self.device, non_blocking=True))
+        (rows, columns), side = batch[0].grid, self.patch_size
+        pixel_values = (
+            patches.reshape(len(batch), rows, columns, side, side, 3)
+            .permute(0, 5, 1, 3, 2, 4)
+            .reshape(len(batch), 3, rows * side, columns * side)
+        )
+        vision = self.vision_model(pixel_values=pixel_values.to(self.dtype))
+        return [
+            Encoding(vision.last_hidden_state[row], vision.pooler_output[row], p.grid, p.size, p.masks)
             for row, p in enumerate(batch)
         ]
 

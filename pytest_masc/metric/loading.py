@@ -1,5 +1,12 @@
-"""Loading a SigLIP2 checkpoint: device and dtype policy, the model, its processor and
-tokenizer, and load errors that say what to do."""
+"""Loading a checkpoint: device and dtype policy, the model, its processor and tokenizer,
+and load errors that say what to do.
+
+Two kinds of backbone: SigLIP2 NaFlex (``model_type`` ``siglip2``, e.g.
+``google/siglip2-so400m-patch16-naflex``: each image keeps its aspect ratio within a patch
+budget) and fixed resolution (``model_type`` ``siglip``: SigLIP and the SigLIP2 checkpoints
+such as ``google/siglip2-base-patch16-224``, whose processors resize to a square). The
+kind comes from the checkpoint's config, not from its name.
+"""
 from __future__ import annotations
 
 import os
@@ -13,9 +20,12 @@ from ..errors import DeviceError, ModelLoadError
 
 
 def resolve_device(device: Optional[str | torch.device]) -> torch.device:
-    """``None`` means CUDA when present, else CPU; a CUDA or MPS request without one fails clearly."""
+    """``None`` means CUDA when present, else Apple's MPS when present, else CPU; a CUDA or
+    MPS request without one fails clearly."""
     if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if _mps_available() else "cpu")
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
@@ -74,6 +84,38 @@ def load_error(model_id: str, revision: Optional[str], error: BaseException) -> 
     )
 
 
+def _classes(model_type: str) -> tuple[Any, Any]:
+    """The model and PIL image-processor classes of a ``siglip2`` or ``siglip`` checkpoint."""
+    if model_type == "siglip2":
+        from transformers import Siglip2Model
+        from transformers.models.siglip2.image_processing_pil_siglip2 import Siglip2ImageProcessorPil
+
+        return Siglip2Model, Siglip2ImageProcessorPil
+    from transformers import SiglipModel
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    return SiglipModel, SiglipImageProcessorPil
+
+
+def fixed_resolution(vision_config: Any) -> Optional[tuple[int, int]]:
+    """The ``(height, width)`` a fixed-resolution vision tower reads, ``None`` for NaFlex."""
+    if str(getattr(vision_config, "model_type", "")).startswith("siglip2"):
+        return None
+    side = int(vision_config.image_size)
+    return (side, side)
+
+
+def fixed_resolution_problem(vision_config: Any, image_processor: Any) -> Optional[str]:
+    """Why a fixed-resolution tower and its processor do not fit together (``None``: they do)."""
+    side, patch = int(vision_config.image_size), int(vision_config.patch_size)
+    if side % patch:
+        return f"image_size {side} is not a multiple of patch_size {patch}"
+    size = getattr(image_processor, "size", None) or {}
+    if (size.get("height"), size.get("width")) != (side, side):
+        return f"the image processor resizes to {size}, but the vision tower reads {side}x{side} images"
+    return None
+
+
 @dataclass(frozen=True)
 class Backbone:
     """A loaded checkpoint: the model (eval mode, no gradients, on ``device`` in ``dtype``),
@@ -97,14 +139,14 @@ def load_backbone(
     local_files_only: bool = False,
     cache_dir: Optional[str | os.PathLike] = None,
 ) -> Backbone:
-    """Load a SigLIP2 NaFlex checkpoint (hub id or local directory) with its processor and tokenizer.
+    """Load a SigLIP2 NaFlex or a fixed-resolution SigLIP checkpoint (hub id or local
+    directory) with its processor and tokenizer.
 
     Raises:
-        ModelLoadError: weights missing offline, or not a SigLIP2 checkpoint.
+        ModelLoadError: weights missing offline, or not a SigLIP / SigLIP2 checkpoint.
         DeviceError: the device is not available.
     """
-    from transformers import AutoConfig, AutoTokenizer, Siglip2Model
-    from transformers.models.siglip2.image_processing_pil_siglip2 import Siglip2ImageProcessorPil
+    from transformers import AutoConfig, AutoTokenizer
 
     resolved_device = resolve_device(device)
     resolved_dtype = resolve_dtype(dtype, resolved_device)
@@ -113,17 +155,23 @@ def load_backbone(
         config = AutoConfig.from_pretrained(model_id, **hub)
     except Exception as error:  # hub, network and file errors come in many types
         raise load_error(model_id, revision, error) from error
-    if getattr(config, "model_type", None) != "siglip2":
+    model_type = getattr(config, "model_type", None)
+    if model_type not in ("siglip2", "siglip"):
         raise ModelLoadError(
-            f"{model_id!r} is a {getattr(config, 'model_type', 'unknown')!r} checkpoint, not SigLIP2 "
-            "NaFlex: MaSC needs a Siglip2Model such as google/siglip2-so400m-patch16-naflex"
+            f"{model_id!r} is a {model_type or 'unknown'!r} checkpoint, not SigLIP2 or SigLIP: MaSC needs a "
+            "Siglip2Model (NaFlex, such as google/siglip2-so400m-patch16-naflex) or a SiglipModel "
+            "(fixed resolution, such as google/siglip2-base-patch16-224)"
         )
+    model_class, processor_class = _classes(model_type)
     try:
-        model = Siglip2Model.from_pretrained(model_id, dtype=resolved_dtype, attn_implementation="sdpa", **hub)
-        image_processor = Siglip2ImageProcessorPil.from_pretrained(model_id, **hub)
+        model = model_class.from_pretrained(model_id, dtype=resolved_dtype, attn_implementation="sdpa", **hub)
+        image_processor = processor_class.from_pretrained(model_id, **hub)
         tokenizer = AutoTokenizer.from_pretrained(model_id, **hub)
     except Exception as error:
         raise load_error(model_id, revision, error) from error
+    problem = fixed_resolution_problem(model.vision_model.config, image_processor) if model_type == "siglip" else None
+    if problem:
+        raise ModelLoadError(f"{model_id!r}: {problem}")
     model = model.eval().to(resolved_device)
     model.requires_grad_(False)
     return Backbone(

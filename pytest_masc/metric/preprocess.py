@@ -1,9 +1,11 @@
-"""NaFlex preprocessing without per-call framework overhead: resize, rescale, patchify.
+"""Preprocessing without per-call framework overhead: resize, rescale, patchify.
 
-Numerically the same as ``Siglip2ImageProcessorPil`` (the same PIL bilinear resize to the
-same size, then ``(x / 255 - 0.5) / 0.5`` and row-major patches of ``P x P x 3`` values),
-but it works on the uint8 image and skips the processor's format probing, float64
-rescaling and padding to the patch budget, which cost as much as the resize itself.
+Numerically the same as ``Siglip2ImageProcessorPil`` (NaFlex: the same PIL bilinear resize
+to the same size, then ``(x / 255 - 0.5) / 0.5`` and row-major patches of ``P x P x 3``
+values) and ``SiglipImageProcessorPil`` with bilinear resizing (fixed resolution: the
+same, to the model's square), but it works on the uint8 image and skips the processor's
+format probing, float64 rescaling and padding to the patch budget, which cost as much as
+the resize itself. Both kinds of tower get their pixels in this patch layout.
 """
 from __future__ import annotations
 
@@ -61,7 +63,24 @@ def naflex_patches(
     """
     if image.mode != "RGB":
         image = image.convert("RGB")
-    height, width = naflex_size(image.height, image.width, patch_size, max_num_patches)
+    size = naflex_size(image.height, image.width, patch_size, max_num_patches)
+    return resized_patches(image, size, patch_size, mean, std, normalise=normalise)
+
+
+def resized_patches(
+    image: Image.Image,
+    size: tuple[int, int],
+    patch_size: int,
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5),
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5),
+    *,
+    normalise: bool = True,
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`naflex_patches` at a given ``(height, width)``: a fixed-resolution tower's
+    square, or the NaFlex size. Both must be multiples of ``patch_size``."""
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    height, width = size
     if (width, height) != image.size:
         image = image.resize((width, height), resample=Image.BILINEAR)
     pixels = np.asarray(image)  # (H, W, 3) uint8
@@ -77,20 +96,34 @@ def naflex_patches(
     return patches.astype(np.float32) / scale - offset, grid
 
 
-def fast_preprocess_settings(image_processor: Any) -> Optional[dict[str, Any]]:
-    """Arguments for :func:`naflex_patches` when ``image_processor`` does exactly what it does
-    (bilinear resize, 1/255 rescale, normalise); ``None`` otherwise (let the processor work)."""
+def fast_preprocess_settings(image_processor: Any, patch_size: Optional[int] = None) -> Optional[dict[str, Any]]:
+    """Arguments for :func:`naflex_patches` (or :func:`resized_patches`) when
+    ``image_processor`` does exactly what they do (bilinear resize, 1/255 rescale,
+    normalise); ``None`` otherwise (let the processor work). ``patch_size``: the tower's, for
+    processors that do not patchify (fixed resolution); ``None`` reads the processor's."""
     get = lambda name, default=None: getattr(image_processor, name, default)  # noqa: E731
+    patch_size = get("patch_size") if patch_size is None else patch_size
     resample = get("resample")
     standard = (
         get("do_resize", True) and get("do_rescale", True) and get("do_normalize", True)
         and resample is not None and int(resample) == int(Image.BILINEAR)
         and abs(float(get("rescale_factor", 1 / 255)) - 1 / 255) < 1e-12
-        and isinstance(get("patch_size"), int)
+        and isinstance(patch_size, int)
     )
     if not standard:
         return None
     mean, std = get("image_mean"), get("image_std")
     if mean is None or std is None or len(mean) != 3 or len(std) != 3:
         return None
-    return {"patch_size": int(get("patch_size")), "mean": tuple(map(float, mean)), "std": tuple(map(float, std))}
+    return {"patch_size": int(patch_size), "mean": tuple(map(float, mean)), "std": tuple(map(float, std))}
+
+
+def image_to_patches(pixel_values: np.ndarray, patch_size: int) -> np.ndarray:
+    """A processor's ``(3, H, W)`` image as ``(Hp * Wp, P * P * 3)`` patches (the layout above)."""
+    channels, height, width = pixel_values.shape
+    grid = (height // patch_size, width // patch_size)
+    return np.ascontiguousarray(
+        pixel_values.reshape(channels, grid[0], patch_size, grid[1], patch_size)
+        .transpose(1, 3, 2, 4, 0)
+        .reshape(grid[0] * grid[1], patch_size * patch_size * channels)
+    )

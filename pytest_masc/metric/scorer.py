@@ -22,7 +22,7 @@ __all__ = ["MaSC", "PromptTruncatedWarning", "ProgressCallback", "resolve_device
 
 
 class MaSC:
-    """MaSC scorer over a frozen SigLIP2 NaFlex model.
+    """MaSC scorer over a frozen SigLIP2 NaFlex model (or a fixed-resolution SigLIP one).
 
     Build it with :meth:`from_pretrained`. ``score`` scores one sample, ``score_many`` a list
     with every distinct image and prompt encoded once. Scores follow the paper exactly:
@@ -99,13 +99,14 @@ class MaSC:
         encode_streams: Optional[int] = None,
         one_image_forward: Optional[bool] = None,
     ) -> "MaSC":
-        """Load a SigLIP2 NaFlex checkpoint (hub id or local directory) and its processor.
+        """Load a checkpoint (hub id or local directory) and its processor: SigLIP2 NaFlex
+        (the paper's backbone) or fixed resolution (SigLIP, and SigLIP2 ``-224`` … ``-512``).
 
         Args:
             model_id: hub id or directory; default ``google/siglip2-so400m-patch16-naflex``.
-            device: ``None`` for CUDA when available, else CPU.
-            dtype: ``None`` for bfloat16 on CUDA, float32 on CPU.
-            max_num_patches: NaFlex patch budget per image (the paper: 1024).
+            device: ``None`` for CUDA when available, else Apple MPS when available, else CPU.
+            dtype: ``None`` for bfloat16 on CUDA, float32 elsewhere.
+            max_num_patches: NaFlex patch budget per image (the paper: 1024); unused at fixed resolution.
             fg_threshold: mask weight on the patch grid that makes a patch foreground.
             batch_size: images per vision forward; ``None``: 32 on CUDA, 1 on CPU.
             revision: hub branch, tag or commit.
@@ -118,7 +119,7 @@ class MaSC:
                 lean forward instead of Transformers' padded one; ``None``: on CPU.
 
         Raises:
-            ModelLoadError: weights missing offline, or not a SigLIP2 checkpoint.
+            ModelLoadError: weights missing offline, or not a SigLIP / SigLIP2 checkpoint.
             DeviceError: the device is not available.
         """
         backbone = load_backbone(

@@ -14,10 +14,10 @@ from ..protocols.spec import ProtocolError, ProtocolSpec, parse_protocol_option
 
 #: option name -> (ini key, type, default, help)
 OPTIONS: dict[str, tuple[str, Any, Any, str]] = {
-    "model": ("masc_model", str, DEFAULT_MODEL, "SigLIP2 NaFlex checkpoint: hub id or local directory"),
+    "model": ("masc_model", str, DEFAULT_MODEL, "SigLIP2 NaFlex or fixed-resolution SigLIP checkpoint: hub id or local directory"),
     "revision": ("masc_revision", str, None, "hub revision (branch, tag or commit) of the model"),
-    "device": ("masc_device", str, None, "torch device; default: cuda when available (one GPU per xdist worker), else cpu"),
-    "dtype": ("masc_dtype", str, None, "model dtype: float32, bfloat16, float16; default bfloat16 on cuda, float32 on cpu"),
+    "device": ("masc_device", str, None, "torch device; default: cuda when available (one GPU per xdist worker), else mps, else cpu"),
+    "dtype": ("masc_dtype", str, None, "model dtype: float32, bfloat16, float16; default bfloat16 on cuda, float32 elsewhere"),
     "max_patches": ("masc_max_patches", int, DEFAULT_MAX_PATCHES, "NaFlex patch budget per image (the paper: 1024)"),
     "batch_size": ("masc_batch_size", int, None, "images per vision forward; default 32 on cuda, 1 on cpu"),
     "json": ("masc_json", str, None, "write every case record, run metadata and the summary to this JSON file"),

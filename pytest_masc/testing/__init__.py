@@ -12,6 +12,7 @@ from .checkpoints import (
     tiny_clip_checkpoint,
     tiny_config,
     tiny_dino_checkpoint,
+    tiny_fixed_checkpoint,
 )
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "tiny_clip_checkpoint",
     "tiny_config",
     "tiny_dino_checkpoint",
+    "tiny_fixed_checkpoint",
 ]

@@ -79,7 +79,6 @@ def tiny_checkpoint(path: str | os.PathLike, seed: int = 0, **config_overrides) 
     import torch
     from transformers import Siglip2Model, Siglip2Processor
     from transformers.models.siglip2.image_processing_pil_siglip2 import Siglip2ImageProcessorPil
-    from transformers.models.siglip2.tokenization_siglip2 import Siglip2Tokenizer
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -95,28 +94,76 @@ def tiny_checkpoint(path: str | os.PathLike, seed: int = 0, **config_overrides) 
                 parameter.normal_(0.0, 0.2)
     finally:
         torch.random.set_rng_state(generator_state)
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # saving compares against a default config and warns about its token ids
-    try:
-        model.save_pretrained(path)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-
-    tokenizer = Siglip2Tokenizer(
-        vocab=_tiny_vocab(),
-        merges=[],
-        padding_side="right",
-        add_eos_token=True,
-        model_max_length=TINY_TEXT_LENGTH,
-    )
+    _save_quietly(model, path)
+    tokenizer = _tiny_tokenizer()
     image_processor = Siglip2ImageProcessorPil(
         patch_size=config.vision_config.patch_size,
         max_num_patches=config.vision_config.num_patches,
     )
     Siglip2Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(path)
     return path
+
+
+def tiny_fixed_checkpoint(
+    path: str | os.PathLike, seed: int = 0, *, image_size: int = 64, patch_size: int = 16, resample: int = 2,
+) -> Path:
+    """Write a tiny random-weight fixed-resolution checkpoint (``SiglipModel``, the layout of
+    ``google/siglip2-base-patch16-224`` … ``-512``): a ``SiglipImageProcessorPil`` that
+    resizes to ``image_size`` squared (``resample``: a PIL filter, bilinear by default, as
+    those checkpoints), the tokenizer of :func:`tiny_checkpoint`.
+
+    The reference implementation treats a model id without ``naflex`` as fixed resolution,
+    so do not name the directory ``...naflex``.
+    """
+    import torch
+    from transformers import SiglipConfig, SiglipModel, SiglipProcessor
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    common = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    vocab = _tiny_vocab()
+    config = SiglipConfig(
+        text_config=dict(common, vocab_size=len(vocab), max_position_embeddings=TINY_TEXT_LENGTH,
+                         projection_size=common["hidden_size"], pad_token_id=0, bos_token_id=2, eos_token_id=1),
+        vision_config=dict(common, image_size=image_size, patch_size=patch_size),
+    )
+    generator_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        model = SiglipModel(config).eval()
+        with torch.no_grad():  # as in tiny_checkpoint: no parameter left at a constant value
+            for parameter in model.parameters():
+                parameter.normal_(0.0, 0.2)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    _save_quietly(model, path)
+    image_processor = SiglipImageProcessorPil(
+        size={"height": image_size, "width": image_size}, resample=resample,
+        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+    )
+    SiglipProcessor(image_processor=image_processor, tokenizer=_tiny_tokenizer()).save_pretrained(path)
+    return path
+
+
+def _tiny_tokenizer():
+    from transformers.models.siglip2.tokenization_siglip2 import Siglip2Tokenizer
+
+    return Siglip2Tokenizer(
+        vocab=_tiny_vocab(), merges=[], padding_side="right", add_eos_token=True, model_max_length=TINY_TEXT_LENGTH,
+    )
+
+
+def _save_quietly(model, path: Path) -> None:
+    """``save_pretrained``, without the warning about toy token ids that saving compares to defaults."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model.save_pretrained(path)
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 # --- baseline metrics (CLIP-I/CLIP-T, DINO-I) at toy size, for offline tests of the protocol tables
