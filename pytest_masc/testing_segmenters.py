@@ -37,7 +37,7 @@ def _byte_level_symbols() -> list[str]:
     return symbols
 
 
-def _clip_tokenizer(model_max_length: int):
+def byte_clip_tokenizer(model_max_length: int):
     """A CLIP tokenizer without merges: every byte is a token (plain and word-final), then
     ``<|startoftext|>`` and ``<|endoftext|>``, which has the highest id (as in CLIP)."""
     from transformers import CLIPTokenizer
@@ -161,7 +161,7 @@ def tiny_sam3_checkpoint(path: str | os.PathLike, seed: int = 0, **config_overri
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    tokenizer = _clip_tokenizer(SAM3_TEXT_LENGTH)
+    tokenizer = byte_clip_tokenizer(SAM3_TEXT_LENGTH)
     config = tiny_sam3_config(vocab_size=len(tokenizer), **config_overrides)
     # Gains measured on this config: instance scores spread over about 0.2..0.5 and each
     # instance mask covers 5..40% of the image (transformers' own init: all scores 0.25).
@@ -218,7 +218,7 @@ def tiny_clipseg_checkpoint(
         raise ValueError(f"processor_size must be a multiple of the patch size 16, got {processor_size}")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    tokenizer = _clip_tokenizer(CLIP_TEXT_LENGTH)
+    tokenizer = byte_clip_tokenizer(CLIP_TEXT_LENGTH)
     config = tiny_clipseg_config(vocab_size=len(tokenizer), **config_overrides)
     # Gain measured on this config: logits with a standard deviation of about 7, 40-45% of
     # pixels foreground, text-dependent (transformers' own init: standard deviation 56).

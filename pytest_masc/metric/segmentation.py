@@ -345,6 +345,7 @@ def load_segmenter(
         raise
     except Exception as error:
         raise _load_error(kind, model_id, revision, error) from error
+    _check_tokenizer(kind, model_id, parts["tokenizer"], int(parts["model"].config.text_config.vocab_size))
     model_obj = parts.pop("model").eval().to(resolved_device)
     model_obj.requires_grad_(False)
     extra = {"mask_threshold": mask_threshold} if kind == "sam3" else {}
@@ -360,6 +361,22 @@ def load_segmenter(
         cache_size=cache_size,
         **extra,
     )
+
+
+def _check_tokenizer(kind: str, model_id: str, tokenizer: Any, vocab_size: int) -> None:
+    """transformers builds an empty tokenizer when a checkpoint has no tokenizer files; that
+    one, or one with ids the text encoder does not know, fails here instead of segmenting noise."""
+    words = len(tokenizer.get_vocab()) - len(set(tokenizer.all_special_tokens))
+    if words <= 0:
+        raise ModelLoadError(
+            f"cannot load the {_MODEL_NAMES[kind]} segmenter checkpoint {model_id!r}: it has no tokenizer "
+            f"files (transformers made an empty {type(tokenizer).__name__}). It must hold {_CHECKPOINT_FILES[kind]}."
+        )
+    if len(tokenizer) > vocab_size:
+        raise ModelLoadError(
+            f"cannot load the {_MODEL_NAMES[kind]} segmenter checkpoint {model_id!r}: its tokenizer has "
+            f"{len(tokenizer)} tokens but the text encoder knows {vocab_size}"
+        )
 
 
 # ---------------------------------------------------------------------- the segmenters
