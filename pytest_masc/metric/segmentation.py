@@ -15,11 +15,14 @@ not ship masks, a segmenter makes them from the subject text, through transforme
   ``sigmoid(logits)`` resized bilinearly (``align_corners=False``) to the image and cut
   at ``threshold``.
 
-Licences of the default checkpoints (their own, not this package's): ``facebook/sam3`` is
-released by Meta under the SAM License (a custom licence that permits use and
-redistribution with conditions and acceptable-use restrictions; the hub repository is
-gated: accept it there, then ``hf auth login``). ``CIDAS/clipseg-rd64-refined`` is
-Apache-2.0 on the hub.
+Licences of the default checkpoints (their own, not this package's):
+
+* ``facebook/sam3``: Meta's SAM License (a custom licence, last updated 2025-11-19: a
+  royalty-free licence to use, reproduce, distribute and modify, commercial use included;
+  redistributions and derivatives carry a copy of it; subject to trade controls). The hub
+  repository is gated: request access on its page, then ``hf auth login``.
+* ``CIDAS/clipseg-rd64-refined``: Apache-2.0 on the hub (as stated in the issue; not
+  re-checked from this offline environment).
 
 Every segmenter loads like :class:`pytest_masc.MaSC` (hub id or local directory, revision,
 ``local_files_only``, device and dtype), takes lists of images and texts in one call,
