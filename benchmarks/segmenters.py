@@ -267,7 +267,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             memory = f"peak GPU {result['peak_gpu_allocated_mib']:.0f} MiB allocated ({result['peak_gpu_reserved_mib']:.0f} reserved), " + memory
         print(
             f"{kind:8s} {result['parameters'] / 1e6:8.1f} M params, input {result['input_side']} px, batch {result['batch_size']}: "
-            f"{result['masks']} masks in {result['seconds']:.2f} s = {result['masks_per_second']:.2f} masks/s; "
+            f"{result['masks']} masks in {result['seconds']:.2f} s = {result['masks_per_second']:.3g} masks/s; "
             f"{memory}; built in {result['build_seconds']:.1f} s",
             flush=True,
         )

@@ -67,17 +67,19 @@ class Report:
             self.failures.append(what)
 
 
-def compare_pixels(report: Report, processor, preprocessing: Sam3Preprocessing, images: dict[str, Image.Image], label: str) -> None:
+def compare_pixels(report: Report, processor, preprocessing: Sam3Preprocessing, images: dict[str, Image.Image], label: str, device: torch.device) -> None:
+    """Both preprocess on ``device`` (on CUDA both resize in float32, on x86/ARM CPUs in uint8)."""
+    label = f"{label} on {device.type}"
     for name, image in images.items():
-        theirs = processor(images=image, return_tensors="pt")["pixel_values"]
-        ours = sam3_pixel_values([read_image(image)], preprocessing, torch.device("cpu"))
+        theirs = processor(images=image, return_tensors="pt", device=device)["pixel_values"]
+        ours = sam3_pixel_values([read_image(image)], preprocessing, device)
         if theirs.shape != ours.shape:
             report.check(f"{label} pixel_values shape, {name}: {tuple(theirs.shape)} vs {tuple(ours.shape)}", float("inf"))
             continue
         report.check(f"{label} pixel_values, {name}", (theirs - ours).abs().max().item())
     same_size = [image for image in images.values() if image.size == (640, 480)]
-    theirs = processor(images=same_size, return_tensors="pt")["pixel_values"]
-    ours = sam3_pixel_values([read_image(image) for image in same_size], preprocessing, torch.device("cpu"))
+    theirs = processor(images=same_size, return_tensors="pt", device=device)["pixel_values"]
+    ours = sam3_pixel_values([read_image(image) for image in same_size], preprocessing, device)
     report.check(f"{label} pixel_values, a batch of {len(same_size)} same-size images", (theirs - ours).abs().max().item())
 
 
@@ -116,7 +118,9 @@ def compare_unions(report: Report, label: str, processor, outputs, sizes, thresh
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="where both preprocess images (also: cuda); the rest runs on the CPU")
     args = parser.parse_args(argv)
+    device = torch.device(args.device)
     from transformers import Sam3ImageProcessor, Sam3Model, Sam3Processor
     from transformers.models.sam3.modeling_sam3 import Sam3ImageSegmentationOutput
 
@@ -129,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         segmenter = load_segmenter("sam3", path, device="cpu", dtype="float32")
 
         # 1. preprocessing: the tiny checkpoint's settings and the real defaults (1008 pixels)
-        compare_pixels(report, processor.image_processor, segmenter.preprocessing, images, "tiny")
-        compare_pixels(report, Sam3ImageProcessor(), Sam3Preprocessing(), images, "1008")
+        compare_pixels(report, processor.image_processor, segmenter.preprocessing, images, "tiny", device)
+        compare_pixels(report, Sam3ImageProcessor(), Sam3Preprocessing(), images, "1008", device)
 
         # 2. tokens
         # (the processor does not truncate: a prompt over 32 tokens fails there, is cut here)
