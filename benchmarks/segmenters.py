@@ -128,7 +128,7 @@ def build_segmenter(kind: str, size: str, device, dtype, batch_size: Optional[in
     from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
 
     from pytest_masc.metric.segmentation import ClipSegSegmenter, Sam3Preprocessing, Sam3Segmenter
-    from pytest_masc.testing_segmenters import byte_clip_tokenizer
+    from pytest_masc.testing.segmenters import byte_clip_tokenizer
 
     torch.manual_seed(0)
     config = sam3_config(size) if kind == "sam3" else clipseg_config(size)

@@ -36,7 +36,7 @@ from pytest_masc.metric.segmentation import (  # noqa: E402
     sam3_pixel_values,
     sam3_union_mask,
 )
-from pytest_masc.testing_segmenters import tiny_sam3_checkpoint  # noqa: E402
+from pytest_masc.testing.segmenters import tiny_sam3_checkpoint  # noqa: E402
 
 
 def test_images(seed: int) -> dict[str, Image.Image]:

@@ -28,7 +28,7 @@ from pytest_masc.metric.segmentation import (
     sam3_instance_scores,
     sam3_union_mask,
 )
-from pytest_masc.testing_segmenters import (
+from pytest_masc.testing.segmenters import (
     CLIP_TEXT_LENGTH,
     SAM3_TEXT_LENGTH,
     TINY_SAM3_IMAGE_SIZE,
