@@ -29,7 +29,7 @@ import torch
 from . import functional
 from .defaults import DEFAULT_MAX_PATCHES, DEFAULT_MODEL, DEFAULT_THRESHOLD, DTYPE_ALIASES
 from .errors import DeviceError, InputError, MaSCError, ModelLoadError
-from .inputs import describe, load_image, load_mask, source_key
+from .inputs import describe, load_image, read_mask, source_key
 from .preprocess import naflex_patches, patch_normalisation
 from .text import strip_subject
 from .vision import OneImageVisionForward, unsupported_reason
@@ -65,7 +65,7 @@ class _Pixels:
     patches: np.ndarray
     grid: tuple[int, int]
     size: tuple[int, int]  # (height, width) of the image as read
-    masks: dict[tuple, Any] = field(default_factory=dict)  # mask key -> weights (H, W) or its InputError
+    masks: dict[tuple, Any] = field(default_factory=dict)  # mask key -> (weights (H, W), MaskReading) or its InputError
 
 
 @dataclass
@@ -76,7 +76,7 @@ class _Encoding:
     pooled: torch.Tensor  # (D,) the head's pooled embedding over all patches
     grid: tuple[int, int]
     size: tuple[int, int]
-    masks: dict[tuple, np.ndarray] = field(default_factory=dict)
+    masks: dict[tuple, Any] = field(default_factory=dict)  # mask key -> (weights, MaskReading)
     # (Hp * Wp, 2 * D) the pooling head's keys and values when the forward made them (the
     # one-image forward); a run moves them to its own table for the outputs' background pools.
     keys_values: Optional[torch.Tensor] = None
@@ -445,16 +445,16 @@ class MaSC:
             # A bad mask fails only the samples that use it, not every sample of its image:
             # the error is kept in the mask's place and raised (or returned) at scoring.
             try:
-                weights = load_mask(mask_source, mask_what)
+                weights, reading = read_mask(mask_source, mask_what)
                 if weights.shape != size:
                     raise InputError(
                         f"{describe(mask_source)}: {mask_what} is {weights.shape[1]}x{weights.shape[0]} "
                         f"but its image {describe(source)} is {size[1]}x{size[0]}; masks must have "
                         "their image's size (width x height)"
                     )
+                loaded[mask_key] = (weights, reading)
             except InputError as error:
-                weights = error
-            loaded[mask_key] = weights
+                loaded[mask_key] = error
         return _Pixels(patches, grid, size, loaded)
 
     def _forward(self, batch: list[_Pixels]) -> list[_Encoding]:
@@ -766,7 +766,7 @@ class _ScoreRun:
         key = (image_key, mask_key)
         if key not in self.grid_weights:
             encoding = self.encoded[image_key]
-            self.grid_weights[key] = functional.mask_to_grid(torch.from_numpy(encoding.masks[mask_key]), encoding.grid)
+            self.grid_weights[key] = functional.mask_to_grid(torch.from_numpy(encoding.masks[mask_key][0]), encoding.grid)
         return self.grid_weights[key]
 
     def _score_group(self, ready: list[int]) -> list[Score]:
@@ -833,6 +833,8 @@ class _ScoreRun:
             "out_foreground_patches": int(out_hidden.sum()),
             "out_foreground_fraction": float(out_weights.mean()),
             "background_patches": int((~out_hidden).sum()),
+            "ref_mask_reading": ref.masks[self.ref_mask_keys[index]][1].as_dict(),
+            "out_mask_reading": out.masks[self.out_mask_keys[index]][1].as_dict(),
         }
         return Score(
             concept=functional.concept_score(concept_map, ref_weights, masc.fg_threshold),
