@@ -37,5 +37,7 @@ def tiny_masc(tiny_model_dir):
 @pytest.fixture(scope="session")
 def reference_masc(tiny_model_dir):
     """The authors' reference implementation (``masc-metric==0.3.0``) on the same checkpoint."""
-    masc = pytest.importorskip("masc")
+    from oracle import require_oracle
+
+    masc = require_oracle("masc")
     return masc.MaSC(model_id=str(tiny_model_dir), device="cpu")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from oracle import require_oracle
+
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "throughput.py"
 
 
@@ -22,7 +24,7 @@ def workdir(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("forward_flag, forward", [([], "one-image forward"),
                                                    (["--transformers-forward"], "Transformers vision_model")])
 def test_throughput_script_runs_and_agrees(tmp_path, workdir, forward_flag, forward):
-    pytest.importorskip("masc")
+    require_oracle("masc")
     out = tmp_path / "result.json"
     command = [
         sys.executable, str(SCRIPT), "--preset", "cpu", "--concepts", "1", "--prompts", "2", "--methods", "2",

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from pytest_masc import InputError, Sample, inputs
-from pytest_masc.inputs import load_image, load_mask, mask_weights, source_key
+from pytest_masc.metric.inputs import load_image, load_mask, mask_weights, source_key
 
 
 def noise(height: int = 20, width: int = 30, channels: int = 3, seed: int = 0) -> np.ndarray:
@@ -304,11 +304,11 @@ def test_mask_files_read_like_their_images(tmp_path, mode):
         (labels() > 0).astype(np.int64) * 3,
         (labels() > 0).astype(np.float32),
         (labels() > 0).astype(np.float64) * 0.3,
-        (labels() > 0).astype(np.uint16) * 65535,
+        (labels() > 0).astype(np.uint16) * 200,
         ((labels() > 0).astype(np.uint8) * 255)[..., None],
     ],
     ids=["bool", "uint8-0-1", "uint8-0-255", "uint8-0-7", "int64-0-3", "float-0-1", "float-0-0.3",
-         "uint16-0-65535", "HxWx1"],
+         "uint16-0-200", "HxWx1"],
 )
 def test_two_valued_masks_are_binary(array):
     """Foreground is non-zero: any {0, v} mask becomes exactly 0 and 1."""
@@ -321,10 +321,19 @@ def test_soft_masks_are_weights():
     np.testing.assert_array_equal(load_mask(soft()), soft())
     ramp8 = np.round(soft() * 255).astype(np.uint8)
     np.testing.assert_allclose(load_mask(ramp8), ramp8.astype(np.float32) / 255, atol=1e-7)
-    ramp16 = np.round(soft() * 65535).astype(np.uint16)
-    np.testing.assert_allclose(load_mask(ramp16), ramp16.astype(np.float32) / 65535, atol=1e-7)
     # a float mask on a 0..255 scale is divided by 255
     np.testing.assert_allclose(load_mask(soft() * 255), soft(), atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int32, np.float32])
+def test_arrays_above_255_are_divided_by_255_like_the_reference_with_a_warning(dtype):
+    """Only a 16-bit *image* says its scale; an array above 255 is read as the reference
+    reads it (weights above 1, clamped after resizing), and the widening is named."""
+    ramp = np.round(soft() * 65535).astype(dtype)
+    with pytest.warns(inputs.MaskReadingWarning, match=r"<array .*> \(mask\): values up to 65535 .*widens"):
+        weights, reading = inputs.read_mask(ramp)
+    np.testing.assert_array_equal(weights, ramp.astype(np.float32) / np.float32(255))
+    assert reading.rule == "reference" and reading.same_as_reference
 
 
 def test_all_background_and_all_foreground():

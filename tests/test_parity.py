@@ -21,7 +21,9 @@ from PIL import Image
 from pytest_masc import MaSC, Sample
 from pytest_masc.metric import functional
 
-masc_reference = pytest.importorskip("masc")
+from oracle import require_oracle
+
+masc_reference = require_oracle("masc")
 
 TOLERANCE = 1e-4
 PATCH_BUDGETS = (1024, 256, 64)

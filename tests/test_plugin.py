@@ -244,6 +244,42 @@ def test_several_references_average_concept(pytester, suite_dir, tiny_model_dir)
         assert record["scores"]["concept"] == pytest.approx(sum(per_reference) / 2, abs=1e-6)
 
 
+def test_several_references_gate_the_mean_global_concept(pytester, suite_dir, tiny_model_dir, tiny_masc):
+    """``min_global_concept`` gates the mean over the references, worked out here from each
+    reference alone: a gate just under it passes, one just over it fails, and either
+    reference's own value lies beyond that margin."""
+    root = suite_dir
+    _write_png(root / "refs/flat.png", np.full((64, 96, 3), 120, np.uint8))  # unlike noise, to the tiny model
+    per_reference = [
+        tiny_masc.score(str(root / f"refs/{name}.png"), str(root / "refs/dog_mask.png"), str(root / "out/beach.png"),
+                        str(root / "out/beach_mask.png"), "a dog on the beach", "dog").global_concept
+        for name in ("dog", "flat")
+    ]
+    mean = sum(per_reference) / 2
+    margin = abs(per_reference[0] - per_reference[1]) / 4  # each reference is 2 margins from the mean
+    assert margin > 1e-3
+    cases = "".join(textwrap.dedent(f"""
+        [[cases]]
+        id = "{case_id}"
+        concept = "dog"
+        prompt = "a dog on the beach"
+        image = "out/beach.png"
+        mask = "out/beach_mask.png"
+        min_global_concept = {minimum!r}
+    """) for case_id, minimum in (("under", mean - margin), ("over", mean + margin)))
+    header = SUITE.split("[[cases]]")[0].replace(
+        'reference = "refs/dog.png"\nreference_mask = "refs/dog_mask.png"',
+        'reference = ["refs/dog.png", "refs/flat.png"]\nreference_mask = ["refs/dog_mask.png", "refs/dog_mask.png"]',
+    )
+    (suite_dir / "masc_dogs.toml").write_text(header + cases)
+    result = run(pytester, tiny_model_dir, "--masc-json", "out.json")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([f"*case 'over'*", f"*global concept similarity {mean:.4f} < min_global_concept*"])
+    for record in read_json(suite_dir / "out.json")["records"]:
+        assert record["scores"]["global_concept"] == pytest.approx(mean, abs=1e-5)
+        assert record["passed"] == (record["case_id"] == "under")
+
+
 def test_bad_image_errors_that_case_and_others_still_run(pytester, suite_dir, tiny_model_dir):
     (suite_dir / "out/snow.png").write_bytes(b"not a png at all")
     result = run(pytester, tiny_model_dir)

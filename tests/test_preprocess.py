@@ -9,6 +9,8 @@ from PIL import Image
 
 from pytest_masc.metric.preprocess import naflex_patches
 
+from oracle import require_oracle
+
 
 @pytest.fixture(scope="module")
 def processor():
@@ -46,12 +48,34 @@ def test_other_normalisation_and_modes(processor):
     np.testing.assert_allclose(patches, features["pixel_values"][0, :count], rtol=0, atol=1e-5)
 
 
-def test_scorer_falls_back_to_the_processor_when_configured_differently(tiny_model_dir):
-    from pytest_masc import MaSC
+def test_scorer_falls_back_to_the_processor_when_configured_differently(tiny_model_dir, tiny_masc):
+    """A processor that resizes bicubically is not what ``naflex_patches`` does: the scorer
+    preprocesses through the processor itself and scores as the reference does with the
+    same processor, not as with the default bilinear one."""
+    from transformers.models.siglip2.image_processing_pil_siglip2 import Siglip2ImageProcessorPil
 
-    masc = MaSC.from_pretrained(tiny_model_dir, device="cpu")
-    assert masc.image_encoder.preprocess_settings == {"patch_size": 16, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
-    masc.image_processor.resample = Image.BICUBIC
+    from pytest_masc import MaSC
     from pytest_masc.metric.preprocess import fast_preprocess_settings
 
-    assert fast_preprocess_settings(masc.image_processor) is None
+    masc_reference = require_oracle("masc")
+    assert tiny_masc.image_encoder.preprocess_settings == {"patch_size": 16, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+    bicubic = Siglip2ImageProcessorPil.from_pretrained(tiny_model_dir)
+    bicubic.resample = Image.BICUBIC
+    assert fast_preprocess_settings(bicubic) is None
+    masc = MaSC(tiny_masc.model, bicubic, tiny_masc.tokenizer, device=tiny_masc.device, dtype=tiny_masc.dtype)
+    assert masc.image_encoder.preprocess_settings is None
+
+    rng = np.random.default_rng(5)
+    ref, out = (rng.integers(0, 256, (50, 70, 3), dtype=np.uint8) for _ in range(2))  # resized: not multiples of 16
+    mask = np.zeros((50, 70), np.uint8)
+    mask[10:40, 15:55] = 255
+    score = masc.score(ref, mask, out, mask, "a photo of a dog on the beach", "dog")
+
+    reference = masc_reference.MaSC(model_id=str(tiny_model_dir), device="cpu")
+    reference.processor.image_processor.resample = Image.BICUBIC
+    expected = reference.score(Image.fromarray(ref), mask, Image.fromarray(out), mask,
+                               "a photo of a dog on the beach", object_name="dog")
+    assert score.concept == pytest.approx(expected.cp, abs=1e-4)
+    assert score.prompt == pytest.approx(expected.pf, abs=1e-4)
+    bilinear = tiny_masc.score(ref, mask, out, mask, "a photo of a dog on the beach", "dog")
+    assert abs(bilinear.concept - score.concept) > 1e-3 or abs(bilinear.prompt - score.prompt) > 1e-3

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from pytest_masc import MaSC, Sample
 from pytest_masc.metric import functional
 from pytest_masc import strategies as ms
-from pytest_masc.inputs import load_mask
+from pytest_masc.metric.inputs import load_mask
 from pytest_masc.metric.text import strip_subject
 
 # Deterministic runs (CI), no example database on disk, no per-example deadline (the first

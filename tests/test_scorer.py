@@ -488,17 +488,31 @@ def test_long_prompt_warns_and_is_flagged(tiny_masc):
     assert short.extras["prompt_truncated"] is False
 
 
+@pytest.fixture
+def two_torch_threads():
+    """Two intra-op threads for one test (conftest pins one, which a run that forgot to
+    restore the count would leave as it found it), then back."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield 2
+    torch.set_num_threads(previous)
+
+
 @pytest.mark.parametrize("streams", [2, 3])
-def test_parallel_encode_streams_give_the_same_scores(tiny_model_dir, mixed_samples, streams):
+def test_parallel_encode_streams_give_the_same_scores(tiny_model_dir, mixed_samples, streams, two_torch_threads):
     """Side-by-side CPU forwards (one thread each) score like one stream, encode each image once,
-    and leave torch's thread count as it was."""
-    threads = torch.get_num_threads()
+    and leave torch's thread count as it was: after a run and after a run that raised."""
     single = MaSC.from_pretrained(tiny_model_dir, device="cpu", batch_size=2, encode_streams=1)
     parallel = MaSC.from_pretrained(tiny_model_dir, device="cpu", batch_size=2, encode_streams=streams)
+    assert parallel.stream_threads == 1  # the run does change the count: 2 threads / 2 or 3 streams
     expected = single.score_many(mixed_samples)
     got = parallel.score_many(mixed_samples)
-    assert torch.get_num_threads() == threads
+    assert torch.get_num_threads() == two_torch_threads
     assert parallel.stats.images_encoded == single.stats.images_encoded
+    bad = Sample(picture(1), box_mask(), "no/such/output.png", box_mask(), "a dog")
+    with pytest.raises(InputError, match="not found"):
+        parallel.score_many([*mixed_samples[:3], bad])
+    assert torch.get_num_threads() == two_torch_threads
     for a, b in zip(expected, got):
         for field in SCORE_FIELDS:
             x, y = getattr(a, field), getattr(b, field)

@@ -8,7 +8,9 @@ from hypothesis import strategies as st
 from pytest_masc import strategies as ms
 from pytest_masc.metric.text import StrippedPrompt, collapse_whitespace, strip_subject
 
-reference_text = pytest.importorskip("masc.text")
+from oracle import require_oracle
+
+reference_text = require_oracle("masc.text")
 
 SETTINGS = settings(max_examples=300, deadline=None, derandomize=True, database=None)
 

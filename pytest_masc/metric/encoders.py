@@ -17,7 +17,7 @@ import torch
 
 from . import functional
 from ..errors import DeviceError, InputError, PromptTruncatedWarning
-from .inputs import describe, load_image, load_mask
+from .inputs import describe, load_image, read_mask
 from .loading import fixed_resolution
 from .preprocess import fast_preprocess_settings, image_to_patches, naflex_patches, patch_normalisation, resized_patches
 from .vision import OneImageVisionForward
@@ -50,7 +50,7 @@ class Pixels:
     patches: np.ndarray
     grid: tuple[int, int]
     size: tuple[int, int]  # (height, width) of the image as read
-    masks: dict[tuple, Any] = field(default_factory=dict)  # mask key -> weights (H, W) or its InputError
+    masks: dict[tuple, Any] = field(default_factory=dict)  # mask key -> (weights (H, W), MaskReading) or its InputError
 
 
 @dataclass
@@ -61,7 +61,7 @@ class Encoding:
     pooled: torch.Tensor  # (D,) the head's pooled embedding over all patches
     grid: tuple[int, int]
     size: tuple[int, int]
-    masks: dict[tuple, np.ndarray] = field(default_factory=dict)
+    masks: dict[tuple, Any] = field(default_factory=dict)  # mask key -> (weights (H, W), MaskReading)
     # (Hp * Wp, 2 * D) the pooling head's keys and values when the forward made them (the
     # one-image forward); a run moves them to its own table for the outputs' background pools.
     keys_values: Optional[torch.Tensor] = None
@@ -300,10 +300,11 @@ class ImageEncoder:
 
 
 def _mask_or_error(source: Any, what: str, image_source: Any, size: tuple[int, int]) -> Any:
-    """``(H, W)`` mask weights, or the :class:`InputError` that reading them raised (a mask
-    not the size ``(H, W)`` of its image included)."""
+    """``(H, W)`` mask weights with the :class:`~pytest_masc.metric.inputs.MaskReading` that
+    says how they were read, or the :class:`InputError` that reading them raised (a mask not
+    the size ``(H, W)`` of its image included)."""
     try:
-        weights = load_mask(source, what)
+        weights, reading = read_mask(source, what)
         if weights.shape != size:
             raise InputError(
                 f"{describe(source)}: {what} is {weights.shape[1]}x{weights.shape[0]} "
@@ -312,7 +313,7 @@ def _mask_or_error(source: Any, what: str, image_source: Any, size: tuple[int, i
             )
     except InputError as error:
         return error
-    return weights
+    return weights, reading
 
 
 class EncodingCache:

@@ -1,31 +1,44 @@
 """Reading images and masks from paths, PIL images and arrays, with errors that name the input.
 
 Images become RGB ``PIL.Image`` objects. Masks become ``float32`` arrays of shape ``(H, W)``
-holding foreground weights in ``[0, 1]``:
+of foreground weights, read by the reference implementation's rule unless a departure
+below applies; the weights are resized bilinearly onto the patch grid, clamped to
+``[0, 1]`` and thresholded at 0.5 (see :mod:`pytest_masc.functional`). :func:`read_mask`
+also returns a :class:`MaskReading` saying which rule applied (README: "How masks are read"):
 
-* ``bool`` arrays and two-valued masks (``{0, v}`` for any ``v > 0``: 0/1, 0/255, 0/1.0 …)
-  become exactly 0 and 1, so "foreground = non-zero" holds for label masks;
-* label maps, whole numbers up to :data:`MAX_LABEL` (``{0, 1, 2}``: instance or class ids),
-  are foreground wherever non-zero;
-* other ("soft") masks are weights: ``uint8`` and values above 1 are divided by 255
-  (16-bit by 65535), floats in ``[0, 1]`` are kept. After resizing to the patch grid a
-  patch is foreground when its weight reaches the threshold (0.5).
+* ``"reference"``: the values as float32, divided by 255 when the largest exceeds
+  ``1 + 1e-6`` (so weights above 1 are possible, and clamped only after resizing);
+* ``"two-valued"``: ``{0, v}`` where the reference would weigh ``v`` below 1 (0/0.3, 0/7,
+  0/100 …), or any ``{0, v}`` from a 16-bit image: exactly 0 and 1;
+* ``"label map"``: three or more whole numbers from 0 up to :data:`MAX_LABEL`
+  (``{0, 1, 2}``: instance or class ids) with sharp edges: foreground wherever non-zero.
+  Whole numbers that change in steps of 1 (a faint soft mask) keep the reference rule;
+* ``"palette"``: ``P`` images: palette index 0 is background, every other index foreground;
+* ``"16-bit"``: ``I;16`` images (16-bit PNG files) with values above 255 are divided by
+  65535, unless that leaves no weight above 0.5 (then the reference rule).
 
-Mask files: modes ``1``, ``L``, ``P`` (palette indices are labels: index 0 is
-background, every other index foreground), ``I;16``/``I``
-(16-bit), ``RGB`` (luminance) and ``LA``/``RGBA`` (the alpha channel when it is not
-constant, else the luminance). A mask must have its image's size (checked by the scorer).
+Every departure makes the weights at least the reference's wherever the reference sees
+foreground (except 16-bit images), so no foreground the reference sees is lost.
+:class:`MaskReadingWarning` names inputs whose values could mean two things.
+
+Mask files: modes ``1``, ``L``, ``P``, ``I;16``/``I``/``F``, ``RGB`` (luminance) and
+``LA``/``RGBA`` (the alpha channel when it is not constant, else the luminance). A mask
+must have its image's size (checked by the scorer). NaN, infinite and negative values
+are errors (the reference would blend them into the neighbouring patches).
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..defaults import DEFAULT_THRESHOLD
 from ..errors import InputError
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
@@ -127,32 +140,71 @@ def load_image(source: ImageInput, what: str = "image") -> Image.Image:
         raise InputError(f"{describe(source)}: cannot convert a {image.mode!r} {what} to RGB ({error})") from None
 
 
-def _mask_array_from_pil(image: Image.Image, name: str = "mask") -> np.ndarray:
+@dataclass(frozen=True)
+class MaskReading:
+    """How a mask's values became foreground weights (one of :data:`MASK_RULES`).
+
+    ``same_as_reference`` is True when the weights equal the reference implementation's
+    reading of ``numpy.asarray`` of the same input (False where they differ, or where the
+    reference cannot read the input, such as RGB or RGBA masks). ``channel`` names the
+    part of an image that was read (``""``: the values themselves, ``"alpha"``,
+    ``"luminance"``, ``"palette index"``). ``note`` says why, in words.
+    """
+
+    rule: str
+    same_as_reference: bool
+    channel: str = ""
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready, for ``Score.extras``."""
+        return {"rule": self.rule, "same_as_reference": self.same_as_reference,
+                "channel": self.channel, "note": self.note}
+
+
+#: The readings, in the words of :attr:`MaskReading.rule` (README: "How masks are read").
+MASK_RULES = ("reference", "two-valued", "label map", "palette", "16-bit")
+
+
+class MaskReadingWarning(UserWarning):
+    """A mask whose values could mean two things; the message names the input and the
+    reading chosen (also recorded in ``Score.extras["ref_mask_reading"]`` / ``["out_mask_reading"]``)."""
+
+
+def _mask_array_from_pil(image: Image.Image, name: str = "mask") -> tuple[np.ndarray, str]:
+    """The array to read from a mask image, and the channel it came from."""
     try:
         return _mask_array_from_mode(image)
     except (ValueError, OSError) as error:  # modes PIL cannot convert, such as "La" or "LAB"
         raise InputError(f"{name}: cannot read a mask from a {image.mode!r} image ({error})") from None
 
 
-def _mask_array_from_mode(image: Image.Image) -> np.ndarray:
+def _mask_array_from_mode(image: Image.Image) -> tuple[np.ndarray, str]:
     mode = image.mode
     if mode in ("LA", "RGBA", "PA"):
         alpha = np.asarray(image.getchannel("A"))
         if alpha.min() != alpha.max():
-            return alpha
-        return np.asarray(image.convert("L"))
+            return alpha, "alpha"
+        return np.asarray(image.convert("L")), "luminance"
     if mode == "P":
-        return np.asarray(image) > 0  # palette indices are labels; index 0 is background
-    if mode in ("1", "L", "I", "I;16", "I;16B", "I;16L", "F"):
-        array = np.asarray(image)
-        if mode.startswith("I;16"):
-            array = array.astype(np.uint16)
-        return array
-    return np.asarray(image.convert("L"))
+        return np.asarray(image), "palette index"
+    if mode in ("1", "L", "I", "F"):
+        return np.asarray(image), ""
+    if mode.startswith("I;16"):
+        return np.asarray(image).astype(np.uint16), ""
+    return np.asarray(image.convert("L")), "luminance"
 
 
-def mask_weights(array: np.ndarray, name: str = "mask") -> np.ndarray:
-    """Foreground weights ``float32 (H, W)`` in ``[0, 1]`` from a mask array (rules above)."""
+def reference_weights(array: np.ndarray) -> np.ndarray:
+    """The reference implementation's pixel weights (before its resize and clamp): float32
+    values, divided by 255 when the largest exceeds ``1 + 1e-6``. May exceed 1."""
+    weights = np.asarray(array).astype(np.float32)
+    if weights.max() > 1.0 + 1e-6:
+        weights /= np.float32(255.0)
+    return weights
+
+
+def _validated(array: Any, name: str) -> np.ndarray:
     array = np.asarray(array)
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
@@ -161,61 +213,136 @@ def mask_weights(array: np.ndarray, name: str = "mask") -> np.ndarray:
     if array.size == 0:
         raise InputError(f"{name}: mask is empty (shape {tuple(array.shape)})")
     if array.dtype == bool:
-        return array.astype(np.float32)
-    if np.issubdtype(array.dtype, np.integer):
-        return _integer_mask_weights(array, name)
-    if not np.issubdtype(array.dtype, np.floating):
+        return array
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
         raise InputError(f"{name}: mask dtype {array.dtype} is not numeric")
-    values = array.astype(np.float32)
-    if not np.isfinite(values).all():
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         raise InputError(f"{name}: mask holds NaN or infinite values")
-    if values.min() < 0:
-        raise InputError(f"{name}: mask holds negative values (min {values.min():g})")
-    peak = float(values.max())
-    if peak == 0:
-        return values  # all background
-    distinct = np.unique(values)
-    if len(distinct) <= 2 and distinct[0] == 0 or len(distinct) == 1:
-        return (values > 0).astype(np.float32)
-    if peak <= MAX_LABEL and bool(np.all(distinct == np.round(distinct))):
-        # Small whole numbers are instance or class ids (0 = background), not faint weights:
-        # dividing {0, 1, 2} by 255 would silently leave no foreground at all.
-        return (values > 0).astype(np.float32)
-    if peak > 255:
-        return np.clip(values / 65535.0, 0.0, 1.0)
-    if peak > 1.0:
-        return np.clip(values / 255.0, 0.0, 1.0)
-    return values
-
-
-def _integer_mask_weights(array: np.ndarray, name: str) -> np.ndarray:
-    """:func:`mask_weights` for integer masks, the usual case (8-bit PNGs): the same rules as
-    for floats holding whole numbers, with one float32 array made, for the result."""
-    low, peak = int(array.min()), int(array.max())
+    low = array.min()
     if low < 0:
-        raise InputError(f"{name}: mask holds negative values (min {low})")
-    weights = np.empty(array.shape, np.float32)
+        raise InputError(f"{name}: mask holds negative values (min {low:g})")
+    return array
+
+
+def _graded(array: np.ndarray) -> bool:
+    """True when neighbouring non-zero pixels step by exactly 1 more often than the
+    foreground meets the background: the rings of a faint soft mask, not labelled regions."""
+    values = array.astype(np.int64)
+    steps = border = 0
+    for a, b in ((values[:, 1:], values[:, :-1]), (values[1:], values[:-1])):
+        inside = (a > 0) & (b > 0)
+        steps += int(np.count_nonzero(inside & (np.abs(a - b) == 1)))
+        border += int(np.count_nonzero((a > 0) != (b > 0)))
+    return steps > border
+
+
+def _fmt(value: Any) -> str:
+    value = float(value)
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:.4g}"
+
+
+def _reference_effect(top: float) -> str:
+    """What the reference's weight ``top`` for the whole foreground does on the patch grid."""
+    if top <= DEFAULT_THRESHOLD:
+        return f"the reference reads it at weight {_fmt(top)}: no foreground above {DEFAULT_THRESHOLD}"
+    change = "narrows" if top < 1.0 else "widens"
+    return f"the reference reads it at weight {_fmt(top)}, which {change} its foreground on the patch grid"
+
+
+def read_mask_array(
+    array: Any, name: str = "mask", *, channel: str = "", sixteen_bit: bool = False
+) -> tuple[np.ndarray, MaskReading]:
+    """Foreground weights ``float32 (H, W)`` and how they were read (module docstring).
+
+    ``channel``: the image channel the values come from (see :class:`MaskReading`);
+    ``sixteen_bit``: they come from a 16-bit image (scale 0..65535). Warns
+    (:class:`MaskReadingWarning`, naming ``name``) where the input is ambiguous.
+    """
+    array = _validated(array, name)
+    if channel == "palette index":
+        weights = (array > 0).astype(np.float32)
+        same = bool(np.array_equal(weights, reference_weights(array)))
+        return weights, MaskReading("palette", same, channel, "palette indices are labels: index 0 is background, every other index foreground")
+    if array.dtype == bool:
+        return array.astype(np.float32), MaskReading("reference", channel == "", channel, "bool: 0 and 1")
+    reference = reference_weights(array)
+    same = channel == ""  # the reference reads only 2-D arrays: never a channel of an image
+    peak = array.max()
     if peak == 0:
-        weights.fill(0.0)  # all background
-        return weights
-    two_valued = low == peak or (low == 0 and np.count_nonzero(array == peak) + np.count_nonzero(array == 0) == array.size)
-    if two_valued or peak <= MAX_LABEL:
-        # Two values, or small whole numbers: binary (instance or class ids, 0 = background).
-        np.greater(array, 0, out=weights, casting="unsafe")
-        return weights
-    weights[...] = array
-    weights /= np.float32(65535.0 if peak > 255 or array.dtype == np.uint16 else 255.0)
-    return np.minimum(weights, np.float32(1.0), out=weights)
+        return reference, MaskReading("reference", same, channel, "all zero: no foreground")
+    top = float(reference.max())
+    zeros = int(np.count_nonzero(array == 0))
+    if zeros and zeros + int(np.count_nonzero(array == peak)) == array.size:  # {0, v}
+        if top == 1.0:
+            return reference, MaskReading("reference", same, channel, f"two values {{0, {_fmt(peak)}}}: 0 and 1")
+        if top < 1.0 or sixteen_bit:
+            return (array > 0).astype(np.float32), MaskReading(
+                "two-valued", False, channel,
+                f"two values {{0, {_fmt(peak)}}}: foreground wherever non-zero ({_reference_effect(top)})")
+    if sixteen_bit and peak > 255:
+        weights = array.astype(np.float32) / np.float32(65535.0)
+        if weights.max() > DEFAULT_THRESHOLD:
+            return weights, MaskReading(
+                "16-bit", False, channel, f"16-bit image: values divided by 65535 ({_reference_effect(top)})")
+        warnings.warn(MaskReadingWarning(
+            f"{name}: 16-bit mask peaks at {int(peak)}, under half of 65535, so on the 16-bit scale it "
+            f"has no foreground; read as the reference does instead (divided by 255: weights up to "
+            f"{_fmt(top)}, clamped after resizing)"), stacklevel=3)
+        return reference, MaskReading("reference", same, channel, f"16-bit image peaking at {int(peak)}: divided by 255")
+    whole = np.issubdtype(array.dtype, np.integer) or bool(np.all(array == np.round(array)))
+    if whole and zeros and 1 < peak <= MAX_LABEL:
+        if not _graded(array):
+            return (array > 0).astype(np.float32), MaskReading(
+                "label map", False, channel,
+                f"whole numbers 0..{int(peak)} with sharp edges: labels, foreground wherever non-zero "
+                f"(the reference divides them by 255: no foreground)")
+        warnings.warn(MaskReadingWarning(
+            f"{name}: whole numbers 0..{int(peak)} changing in steps of 1 look like a faint soft mask, "
+            f"not a label map; read as the reference does (divided by 255: weights up to {_fmt(top)}, "
+            "no foreground). Pass a bool mask (labels > 0) if they are labels."), stacklevel=3)
+        return reference, MaskReading("reference", same, channel, f"faint soft mask: weights up to {_fmt(top)}, no foreground")
+    if sixteen_bit and peak > 1:
+        warnings.warn(MaskReadingWarning(
+            f"{name}: 16-bit mask holds values only up to {_fmt(peak)}: read as 8-bit values (divided by "
+            "255), as the reference does, not as a faint 16-bit mask"), stacklevel=3)
+        return reference, MaskReading("reference", same, channel, f"16-bit image with values up to {_fmt(peak)}: divided by 255")
+    if top > 1.0 + 1e-6:
+        warnings.warn(MaskReadingWarning(
+            f"{name}: values up to {_fmt(peak)} read as the reference does: divided by 255, weights up to "
+            f"{_fmt(top)}, clamped to 1 only after resizing, which widens the foreground on the patch grid. "
+            "Pass weights in 0..1 or 0..255 (or a 16-bit PNG file) to avoid this."), stacklevel=3)
+        return reference, MaskReading("reference", same, channel, f"values up to {_fmt(peak)} divided by 255: weights up to {_fmt(top)}")
+    divided = "divided by 255" if peak > 1.0 + 1e-6 else "kept as weights"
+    if top <= DEFAULT_THRESHOLD:
+        warnings.warn(MaskReadingWarning(
+            f"{name}: mask is non-zero but its largest weight is {_fmt(top)} (values {divided}), so no "
+            f"pixel is above the foreground threshold {DEFAULT_THRESHOLD}: it reads as empty, as in the reference"),
+            stacklevel=3)
+        return reference, MaskReading("reference", same, channel, f"values {divided}: largest weight {_fmt(top)}, no foreground")
+    return reference, MaskReading("reference", same, channel, f"values up to {_fmt(peak)} {divided}")
+
+
+def mask_weights(array: np.ndarray, name: str = "mask") -> np.ndarray:
+    """Foreground weights ``float32 (H, W)`` from a mask array (rules above)."""
+    return read_mask_array(array, name)[0]
+
+
+def read_mask(source: MaskInput, what: str = "mask") -> tuple[np.ndarray, MaskReading]:
+    """Foreground weights ``float32 (H, W)`` from a path, a PIL image or an ``HxW`` array,
+    and how they were read (:class:`MaskReading`)."""
+    name = f"{describe(source)} ({what})"
+    if isinstance(source, (str, os.PathLike)):
+        image = _open_file(Path(source), what)
+    elif isinstance(source, Image.Image):
+        image = source
+    elif isinstance(source, np.ndarray):
+        return read_mask_array(source, name)
+    else:
+        raise InputError(f"{describe(source)}: {what} must be a path, a PIL image or an HxW array")
+    array, channel = _mask_array_from_pil(image, name)
+    return read_mask_array(array, name, channel=channel, sixteen_bit=image.mode.startswith("I;16"))
 
 
 def load_mask(source: MaskInput, what: str = "mask") -> np.ndarray:
     """Foreground weights ``float32 (H, W)`` from a path, a PIL image or an ``HxW`` array."""
-    if isinstance(source, (str, os.PathLike)):
-        array = _mask_array_from_pil(_open_file(Path(source), what), f"{source} ({what})")
-    elif isinstance(source, Image.Image):
-        array = _mask_array_from_pil(source, f"{describe(source)} ({what})")
-    elif isinstance(source, np.ndarray):
-        array = source
-    else:
-        raise InputError(f"{describe(source)}: {what} must be a path, a PIL image or an HxW array")
-    return mask_weights(array, f"{describe(source)} ({what})")
+    return read_mask(source, what)[0]

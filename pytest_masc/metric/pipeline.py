@@ -328,7 +328,7 @@ class ScoreRun:
         key = (image_key, mask_key)
         if key not in self.grid_weights:
             encoding = self.encoded[image_key]
-            self.grid_weights[key] = functional.mask_to_grid(torch.from_numpy(encoding.masks[mask_key]), encoding.grid)
+            self.grid_weights[key] = functional.mask_to_grid(torch.from_numpy(encoding.masks[mask_key][0]), encoding.grid)
         return self.grid_weights[key]
 
     def _background_pools(self, ready: list[int]) -> dict[tuple, tuple[torch.Tensor, torch.Tensor]]:
@@ -421,6 +421,8 @@ class ScoreRun:
             "out_foreground_patches": int(out_hidden.sum()),
             "out_foreground_fraction": float(out_weights.mean()),
             "background_patches": int((~out_hidden).sum()),
+            "ref_mask_reading": scoring.ref.masks[self.images.ref_mask_keys[scoring.index]][1].as_dict(),
+            "out_mask_reading": scoring.out.masks[self.images.out_mask_keys[scoring.index]][1].as_dict(),
         }
         return Score(
             concept=functional.concept_score(concept_map, ref_weights, threshold),
