@@ -34,6 +34,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         parser.addini(ini, help=help_text, default=None)
     group.addoption("--masc-update-baseline", dest="masc_update_baseline", action="store_true", default=False,
                     help="write this run's per-case and per-concept scores to the --masc-baseline file")
+    group.addoption("--masc-allow-baseline-mismatch", dest="masc_allow_baseline_mismatch", action="store_true",
+                    default=False, help="compare against a baseline made with another model, revision, dtype or "
+                    "patch budget, with a warning (default: refused)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -120,7 +123,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         state.worker_runs.append(state.run_metadata())
     from .terminal import finish_session
 
-    if finish_session(state):
+    if finish_session(state, exitstatus):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
@@ -153,3 +156,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         terminalreporter.write_sep("=", "MaSC summary")
         for line in lines:
             terminalreporter.write_line(line)
+    from .terminal import SessionGateReport, closing_counts
+
+    for count, noun in closing_counts(state):  # pytest's last line: "3 passed, 1 MaSC baseline regression"
+        terminalreporter.stats.setdefault(noun, []).extend(SessionGateReport(noun) for _ in range(count))

@@ -63,6 +63,7 @@ class Settings:
     artifacts: Optional[Path]
     protocol: Optional[dict[str, str]]
     baselines: dict[str, Optional[str]]
+    allow_baseline_mismatch: bool = False  # compare with a baseline of other settings, with a warning
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> "Settings":
@@ -115,6 +116,7 @@ class Settings:
             artifacts=path(values["artifacts"]),
             protocol=parse_protocol_option(values["protocol"]) if values["protocol"] else None,
             baselines=baselines,
+            allow_baseline_mismatch=bool(config.getoption("masc_allow_baseline_mismatch", False)),
         )
 
 
@@ -158,6 +160,7 @@ class MascSession:
     suite_gates: dict[str, dict[str, float]] = field(default_factory=dict)  # suite name -> suite-level gates
     protocol_tables: list[dict[str, Any]] = field(default_factory=list)  # printed in the summary
     summary: Optional[dict[str, Any]] = None  # statistics of the finished session, computed once
+    finished: Any = None  # (report.Report, report.Evaluation) once the session is finished
     load_seconds: float = 0.0
     score_seconds: float = 0.0
 
