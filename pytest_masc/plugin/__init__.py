@@ -51,6 +51,9 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     if settings.update_baseline and settings.baseline is None:
         raise pytest.UsageError("--masc-update-baseline needs --masc-baseline PATH to write to")
+    from .html_report import install as install_html
+
+    install_html(config)  # pytest-html with --html: MaSC summary and failure panels in the report
     workers = config.getoption("numprocesses", None) if config.pluginmanager.hasplugin("xdist") else None
     if isinstance(workers, int) and workers > 1 and not hasattr(config, "workerinput"):
         if settings.update_baseline:
