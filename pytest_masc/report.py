@@ -179,7 +179,7 @@ def merge(reports: Sequence[Report]) -> Report:
         seen = {}  # value -> first source
         for report in reports:
             value = report.settings.get(key)
-            if value is None and key in ("dtype",):  # a shard that loaded no model: dtype unknown
+            if value is None and key == "dtype":  # a shard that loaded no model: dtype unknown
                 continue
             seen.setdefault(value, _source(report))
         if len(seen) > 1:
@@ -221,14 +221,6 @@ def _worst_exit(statuses: Iterable[Optional[int]]) -> Optional[int]:
     known = [s for s in statuses if s is not None]
     failing = [s for s in known if s not in (0, 5)]
     return failing[0] if failing else (0 if 0 in known else (known[0] if known else None))
-
-
-def load_all(path_or_paths: Union[PathLike, Iterable[PathLike]]) -> Report:
-    """One file (loaded as is) or several (merged: see :func:`merge`)."""
-    paths = [path_or_paths] if isinstance(path_or_paths, (str, os.PathLike)) else list(path_or_paths)
-    if len(paths) == 1:
-        return load(paths[0])
-    return merge([load(p) for p in paths])
 
 
 # --------------------------------------------------------------------------- pandas

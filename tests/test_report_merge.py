@@ -281,3 +281,33 @@ def test_a_shard_whose_pytest_run_failed_outside_masc_fails_the_merge(tmp_path, 
     passing = write_shard(tmp_path / "shard-3.json", [_record("m.toml::c")], exitstatus=5)  # collected nothing
     code, out, _ = merge_cli(capsys, first, passing)
     assert code == 0 and out[-1] == "MaSC PASSED: 2 cases from 2 shard(s): 2 passed"
+
+
+def test_merge_writes_a_baseline_of_the_whole_run_that_a_later_merge_checks(tmp_path, capsys):
+    first = write_shard(tmp_path / "shard-1.json", [_record("m.toml::a", 0.8)])
+    second = write_shard(tmp_path / "shard-2.json", [_record("m.toml::b", 0.6)])
+    code, out, _ = merge_cli(capsys, first, second, f"--write-baseline={tmp_path / 'baseline.json'}")
+    assert code == 0 and f"baseline written to {tmp_path / 'baseline.json'} (2 cases)" in out
+    baseline = report.read_baseline(tmp_path / "baseline.json")
+    assert baseline["concepts"]["s::dog"]["concept"] == pytest.approx(0.7) and baseline["dtype"] == "float32"
+    code, out, _ = merge_cli(capsys, first, second, f"--baseline={tmp_path / 'baseline.json'}")
+    assert code == 0 and f"baseline {tmp_path / 'baseline.json'}: no concept dropped more than 0.02 (1 concept compared)" in out
+    worse = write_shard(tmp_path / "shard-3.json", [_record("m.toml::b", 0.5)])
+    code, out, _ = merge_cli(capsys, first, worse, f"--baseline={tmp_path / 'baseline.json'}", "--max-drop=0.04")
+    assert code == 1 and "  REGRESSION s::dog: mean CP 0.6500 dropped 0.0500 below the baseline 0.7000 (allowed 0.04)" in out
+
+
+def test_plain_pytest_and_importing_the_report_module_leave_pandas_unloaded(pytester):
+    pytester.makepyfile(test_plain="def test_plain():\n    assert True\n")
+    pytester.makeconftest(textwrap.dedent("""
+        import sys
+
+        import pytest_masc.report  # the public module itself imports no pandas either
+
+        def pytest_terminal_summary(terminalreporter):
+            heavy = sorted(m for m in ("pandas", "torch") if m in sys.modules)
+            terminalreporter.write_line(f"HEAVY-MODULES={heavy}")
+    """))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert "HEAVY-MODULES=[]" in result.stdout.lines
