@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Optional
 
 if TYPE_CHECKING:
-    from ..report import Evaluation, Report
+    from ..report import Report
     from .session import MascSession
 
 
