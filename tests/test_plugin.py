@@ -205,8 +205,9 @@ def test_margin_uses_other_prompts_of_the_concept(pytester, suite_dir, tiny_mode
     assert result.ret == 0
     records = {r["case_id"]: r for r in read_json(suite_dir / "out.json")["records"]}
     beach = records["dog-beach"]
-    assert set(beach["distractor_prompts"]) == {"a dog in the snow", "a dog in the city"}
-    expected = beach["scores"]["prompt"] - max(beach["distractor_prompts"].values())
+    distractors = {d["prompt"]: d["score"] for d in beach["distractor_prompts"]}  # a list of {prompt, score}
+    assert set(distractors) == {"a dog in the snow", "a dog in the city"}
+    expected = beach["scores"]["prompt"] - max(distractors.values())
     assert beach["scores"]["prompt_margin"] == pytest.approx(expected, abs=1e-6)
     assert beach["extras"]["prompt_text"] == "on the beach"
 

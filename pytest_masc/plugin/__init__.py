@@ -15,7 +15,8 @@ from .fixtures import masc, masc_model, masc_segmenter  # noqa: F401  (fixtures 
 from .markers import GATES_OFF, register_markers, validate_marker
 from .options import Settings, add_options
 from .session import SESSION_KEY, MascSession
-from .terminal import summary_lines
+from .html_report import install as install_html_report
+from .terminal import SessionGateReport, closing_counts, finish_session, summary_lines
 
 XDIST_GROUP_PREFIX = "masc-suite:"
 
@@ -32,6 +33,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     if settings.update_baseline and settings.baseline is None:
         raise pytest.UsageError("--masc-update-baseline needs --masc-baseline PATH to write to")
+    install_html_report(config)  # pytest-html with --html: MaSC summary and failure panels in the report
     workers = config.getoption("numprocesses", None) if config.pluginmanager.hasplugin("xdist") else None
     if isinstance(workers, int) and workers > 1 and not hasattr(config, "workerinput"):
         if settings.update_baseline:
@@ -89,7 +91,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if workeroutput is not None:  # an xdist worker: hand records to the controller
         workeroutput.update(state.worker_output())
         return
-    if state.finish():
+    if finish_session(state, exitstatus):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
@@ -108,3 +110,5 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         terminalreporter.write_sep("=", "MaSC summary")
         for line in lines:
             terminalreporter.write_line(line)
+    for count, noun in closing_counts(state):  # pytest's last line: "3 passed, 1 MaSC baseline regression"
+        terminalreporter.stats.setdefault(noun, []).extend(SessionGateReport(noun) for _ in range(count))

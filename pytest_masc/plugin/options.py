@@ -49,6 +49,9 @@ def add_options(parser: pytest.Parser) -> None:
         parser.addini(ini, help=help_text, default=None)
     group.addoption("--masc-update-baseline", dest="masc_update_baseline", action="store_true", default=False,
                     help="write this run's per-case and per-concept scores to the --masc-baseline file")
+    group.addoption("--masc-allow-baseline-mismatch", dest="masc_allow_baseline_mismatch", action="store_true",
+                    default=False, help="compare against a baseline made with another model, revision, dtype or "
+                    "patch budget, with a warning (default: refused)")
 
 
 @dataclass
@@ -69,6 +72,7 @@ class Settings:
     artifacts: Optional[Path]
     protocol: Optional[ProtocolSpec]
     baselines: dict[str, Optional[str]]
+    allow_baseline_mismatch: bool = False  # compare with a baseline of other settings, with a warning
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> "Settings":
@@ -101,6 +105,7 @@ class Settings:
             artifacts=path(values["artifacts"]),
             protocol=protocol,
             baselines=parse_baselines(values["baselines"]),
+            allow_baseline_mismatch=bool(config.getoption("masc_allow_baseline_mismatch", False)),
         )
 
 

@@ -17,17 +17,12 @@ import pytest
 
 from ..errors import MaSCError
 from ..gates import Record
-from ..report import compare_baseline, concept_table, human_agreement, read_baseline, write_baseline, write_json
 from .options import Settings
 
 if TYPE_CHECKING:
     from ..metric.scorer import MaSC
 
 SESSION_KEY: "pytest.StashKey[MascSession]" = pytest.StashKey()
-
-#: suite-level alpha gate -> the score kind whose agreement it reads
-ALPHA_GATES = {"min_alpha_concept": "concept", "min_alpha_prompt": "prompt"}
-
 
 def worker_index(config: Any) -> Optional[int]:
     """This process's pytest-xdist worker number (``gw3`` -> 3), or None outside xdist."""
@@ -53,6 +48,7 @@ class MascSession:
     suite_gates: dict[str, dict[str, float]] = field(default_factory=dict)  # suite name -> suite-level gates
     protocol_tables: list[dict[str, Any]] = field(default_factory=list)  # printed in the summary
     summary: Optional[dict[str, Any]] = None  # statistics of the finished session, computed once
+    finished: Any = None  # (report.Report, report.Evaluation) once the session is finished
     load_seconds: float = 0.0
     score_seconds: float = 0.0
     _model: Any = None
@@ -143,67 +139,5 @@ class MascSession:
         if run:
             self.worker_runs.append(run)
 
-    # -- the end
 
-    def statistics(self) -> dict[str, Any]:
-        """Summary statistics (per-concept table, agreement with humans), computed once per session."""
-        if self.summary is not None:
-            return self.summary
-        records = self.sorted_records()
-        scored = [r for r in records if r.error is None]
-        self.summary = {"concepts": concept_table(records), "agreement": human_agreement(scored), "suites": {}}
-        for suite_name in sorted({r.suite for r in scored}):
-            members = [r for r in scored if r.suite == suite_name]
-            if any(r.human for r in members):
-                self.summary["suites"][suite_name] = {"agreement": human_agreement(members)}
-        return self.summary
-
-    def finish(self) -> bool:
-        """Compare or write the baseline, check suite-level gates, write JSON. True: fail the session."""
-        if self.model_loaded:
-            self.worker_runs.append(self.run_metadata())
-        settings = self.settings
-        records = self.sorted_records()
-        if settings.baseline is not None and records:
-            if settings.update_baseline:
-                write_baseline(settings.baseline, records, self.worker_runs)
-                self.baseline_written = settings.baseline
-            else:
-                self._compare_baseline(settings.baseline, records)
-        summary = self.statistics()
-        self.suite_findings.extend(self._alpha_gate_findings(summary))
-        summary["suite_findings"] = list(self.suite_findings)
-        summary["baseline_regressions"] = list(self.baseline_findings)
-        summary["protocols"] = list(self.protocol_tables)
-        if settings.json is not None:
-            write_json(settings.json, records, self.worker_runs, summary)
-        return bool(self.baseline_findings or self.suite_findings)
-
-    def _compare_baseline(self, path: Path, records: list[Record]) -> None:
-        try:
-            baseline = read_baseline(path)
-        except ValueError as error:
-            self.baseline_findings.append(f"ERROR cannot compare: {error}")
-            return
-        self.baseline_findings.extend(
-            f"REGRESSION {finding}" for finding in compare_baseline(baseline, records, self.settings.max_drop)
-        )
-
-    def _alpha_gate_findings(self, summary: dict[str, Any]) -> list[str]:
-        """Failures of the suites' ``min_alpha_*`` gates against their cases' human ratings."""
-        findings = []
-        for suite_name, gates in sorted(self.suite_gates.items()):
-            agreement = summary["suites"].get(suite_name, {}).get("agreement", {})
-            for gate, minimum in sorted(gates.items()):
-                if gate not in ALPHA_GATES:
-                    continue
-                entry = agreement.get(ALPHA_GATES[gate])
-                alpha = None if entry is None else entry["alpha"]
-                if alpha is None:
-                    findings.append(f"{suite_name}: {gate} = {minimum:g} but no human-rated cases give an alpha")
-                elif alpha < minimum:
-                    findings.append(f"{suite_name}: alpha of {ALPHA_GATES[gate]} scores vs humans {alpha:.3f} < {gate} {minimum:g}")
-        return findings
-
-
-__all__ = ["ALPHA_GATES", "MascSession", "SESSION_KEY", "worker_index"]
+__all__ = ["MascSession", "SESSION_KEY", "worker_index"]

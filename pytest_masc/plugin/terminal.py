@@ -1,40 +1,92 @@
-"""What the plugin writes on the terminal: the MaSC summary at the end of a session and a
-one-line progress bar while a batch is scored. The numbers come from :mod:`pytest_masc.report`."""
+"""End of a session (controller or single process): baselines, suite-level gates, JSON, the
+summary; and the one-line progress bar shown while a batch is scored.
+
+The statistics, the verdict and the text come from :mod:`pytest_masc.report`; this module
+builds its :class:`~pytest_masc.report.Report` from the session.
+"""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Optional
 
-from ..report import format_summary
-from .session import MascSession
+if TYPE_CHECKING:
+    from ..report import Report
+    from .session import MascSession
 
 
-def summary_lines(state: MascSession) -> list[str]:
-    """The terminal summary: run line, per-concept table, agreement, regressions."""
-    records = state.sorted_records()
-    if not records and not state.worker_runs and not state.protocol_tables:
+def session_report(state: "MascSession", exitstatus: Optional[int] = None) -> "Report":
+    """The session's records, run metadata, settings and suite gates as a report."""
+    from ..report import Report, run_settings
+
+    settings = state.settings
+    return Report(
+        records=state.sorted_records(),
+        runs=list(state.worker_runs),
+        settings=run_settings(
+            state.worker_runs, model=settings.model, revision=settings.revision,
+            dtype=settings.dtype, max_num_patches=settings.max_patches,
+        ),
+        suite_gates={name: dict(gates) for name, gates in state.suite_gates.items()},
+        protocols=list(state.protocol_tables),
+        protocol_findings=list(state.suite_findings),  # before the session end: protocol items only
+        exitstatus=None if exitstatus is None else int(exitstatus),
+        shards=[{"source": str(settings.json) if settings.json else None, "exitstatus": exitstatus,
+                 "cases": len(state.records)}],
+    )
+
+
+def finish_session(state: "MascSession", exitstatus: Optional[int] = None) -> bool:
+    """Compare or write the baseline, check suite-level gates, write JSON. True: fail the session."""
+    from ..report import evaluate, write_baseline, write_json
+
+    settings = state.settings
+    if state.model_loaded:
+        state.worker_runs.append(state.run_metadata())
+    report = session_report(state, exitstatus)
+    compare = settings.baseline is not None and not settings.update_baseline
+    evaluation = evaluate(
+        report, baseline=settings.baseline if compare else None, max_drop=settings.max_drop,
+        allow_mismatch=settings.allow_baseline_mismatch,
+    )
+    if settings.baseline is not None and settings.update_baseline and report.records:
+        write_baseline(settings.baseline, report.records, report.runs, report.settings)
+        state.baseline_written = settings.baseline
+    state.finished = (report, evaluation)
+    state.summary = evaluation.summary
+    state.suite_findings = evaluation.suite_findings
+    state.baseline_findings = evaluation.baseline.findings if evaluation.baseline else []
+    if settings.json is not None:
+        write_json(settings.json, report, evaluation)
+    return bool(evaluation.session_reasons)
+
+
+def summary_lines(state: "MascSession") -> list[str]:
+    """The terminal summary: run line, per-concept table, agreement, baseline, suite gates."""
+    from ..report import summary_lines as report_lines
+
+    if state.finished is None or (not state.records and not state.worker_runs and not state.protocol_tables):
         return []
-    summary = state.statistics()
-    lines = format_summary(records, state.worker_runs, summary["agreement"])
-    if state.baseline_written is not None:
-        lines.append(f"baseline written to {state.baseline_written} ({len(records)} cases)")
-    elif state.settings.baseline is not None:
-        if state.baseline_findings:
-            lines.append(f"baseline check against {state.settings.baseline} failed:")
-            lines += [f"  {finding}" for finding in state.baseline_findings]
-        else:
-            lines.append(f"baseline {state.settings.baseline}: no concept dropped more than {state.settings.max_drop:g}")
-    for table in state.protocol_tables:
-        lines.append(f"protocol {table['kind']} ({table['suite']}):")
-        lines += [f"  {line}" for line in table["table"].splitlines()]
-    for finding in state.suite_findings:
-        lines.append(f"SUITE GATE FAILED {finding}")
-    errors = [r for r in records if r.error]
-    if errors:
-        lines.append(f"{len(errors)} case(s) could not be scored (see errors above)")
-    if any(r.failures for r in records):
-        failing = sum(1 for r in records if r.failures)
-        lines.append(f"{failing} case(s) below their gates")
-    return lines
+    report, evaluation = state.finished
+    return report_lines(report, evaluation, baseline_written=state.baseline_written)
+
+
+def closing_counts(state: "MascSession") -> list[tuple[int, str]]:
+    """Session-level failures for pytest's last line (``1 MaSC baseline regression``)."""
+    if state.finished is None:
+        return []
+    return state.finished[1].counts()
+
+
+class SessionGateReport:
+    """Stands in ``terminalreporter.stats`` for one failed session-level gate, so that pytest's
+    closing line counts it next to the tests (as pytest-rerunfailures counts reruns)."""
+
+    nodeid = ""
+    when = "sessionfinish"
+    outcome = "failed"
+    count_towards_summary = True
+
+    def __init__(self, reason: Any) -> None:
+        self.longrepr = str(reason)
 
 
 class ProgressLine:
