@@ -1,7 +1,9 @@
-"""The reference implementation (``masc-metric==0.3.0``) as a test oracle.
+"""The reference implementation (``masc-metric==0.3.0``) as a test oracle, and the optional
+packages some tests need (Ray, pytest-html).
 
-Where it is missing, the tests that need it are skipped, except under ``CI=true``: there a
-missing oracle fails the run, so parity can never pass by being skipped.
+Where one is missing, the tests that need it are skipped, except under ``CI=true``: there a
+missing package fails the run, so parity (or Ray scoring, or the HTML report) can never pass
+by being skipped.
 """
 from __future__ import annotations
 
@@ -19,15 +21,15 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 
-def require_oracle(name: str = "masc") -> ModuleType:
-    """Import the oracle module ``name``; skip without it, or fail under ``CI=true``."""
+def require_oracle(name: str = "masc", install: str = INSTALL, what: str = "the test oracle") -> ModuleType:
+    """Import the module ``name`` (by default the oracle); skip without it, or fail under ``CI=true``."""
     try:
         return importlib.import_module(name)
     except ImportError as error:
         if in_ci():
             pytest.fail(
-                f"CI={os.environ['CI']}: the test oracle {name!r} cannot be imported ({error}); "
-                f"parity tests must run in CI: {INSTALL}",
+                f"CI={os.environ['CI']}: {what} {name!r} cannot be imported ({error}); "
+                f"these tests must run in CI: {install}",
                 pytrace=False,
             )
-        pytest.skip(f"could not import {name!r} ({error}); install the oracle: {INSTALL}", allow_module_level=True)
+        pytest.skip(f"could not import {name!r} ({error}); install it: {install}", allow_module_level=True)

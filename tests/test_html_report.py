@@ -10,9 +10,10 @@ import textwrap
 import pytest
 from PIL import Image
 
+from oracle import require_oracle
 from test_plugin import SUITE, make_images, run
 
-pytest.importorskip("pytest_html")
+require_oracle("pytest_html", 'pip install -e ".[test]"', "pytest-html")
 
 
 def test_html_report_has_the_summary_and_an_embedded_panel(pytester, tiny_model_dir):

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from oracle import require_oracle
 from pytest_masc import Sample
 from pytest_masc import ray as masc_ray
 from pytest_masc.errors import DeviceError, InputError, ModelLoadError
@@ -90,7 +91,7 @@ def assert_scores_equal(scored, expected):
 @pytest.fixture(scope="module")
 def ray_local():
     """One local Ray instance on 2 CPUs for the module, shut down at its end."""
-    ray = pytest.importorskip("ray", reason='Ray scoring tests need pip install "pytest-masc[ray]"')
+    ray = require_oracle("ray", 'pip install "pytest-masc[ray]"', "Ray")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RAY_AUTH_MODE", "disabled")
         ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False,
