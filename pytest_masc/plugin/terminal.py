@@ -15,6 +15,7 @@ def summary_lines(state: MascSession) -> list[str]:
         return []
     summary = state.statistics()
     lines = format_summary(records, state.worker_runs, summary["agreement"])
+    lines += segmenter_lines(state.worker_runs)
     if state.baseline_written is not None:
         lines.append(f"baseline written to {state.baseline_written} ({len(records)} cases)")
     elif state.settings.baseline is not None:
@@ -35,6 +36,21 @@ def summary_lines(state: MascSession) -> list[str]:
         failing = sum(1 for r in records if r.failures)
         lines.append(f"{failing} case(s) below their gates")
     return lines
+
+
+def segmenter_lines(runs: list[dict[str, Any]]) -> list[str]:
+    """One line on the masks the ``--masc-segmenter`` computed, over every process that loaded it."""
+    loaded = [run["segmenter"] for run in runs if run.get("segmenter", {}).get("loaded")]
+    if not loaded:
+        return []
+    first = loaded[0]
+    revision = f", revision {first['revision']}" if first.get("revision") else ""
+    processes = f" over {len(loaded)} processes" if len(loaded) > 1 else ""
+    return [
+        f"segmenter {first['kind']} {first['model']}{revision}, threshold {first['threshold']:g}: "
+        f"{sum(r['segmented'] for r in loaded)} masks computed{processes}, "
+        f"{sum(r['seconds'] for r in loaded):.1f} s"
+    ]
 
 
 class ProgressLine:
