@@ -231,7 +231,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import transformers
 
     from pytest_masc.errors import DeviceError
-    from pytest_masc.metric.segmentation import resolve_device, resolve_dtype
+    from pytest_masc.metric.loading import resolve_device, resolve_dtype
 
     started = time.perf_counter()
     import transformers.models.clipseg.modeling_clipseg  # noqa: F401  (imports are not part of a build)

@@ -12,3 +12,7 @@ DTYPE_ALIASES = {
     "bfloat16": "bfloat16", "bf16": "bfloat16",
     "float16": "float16", "fp16": "float16", "half": "float16",
 }
+
+#: text-prompted segmenters that compute missing masks, and their default checkpoints
+SEGMENTER_KINDS = ("sam3", "clipseg")
+DEFAULT_SEGMENTER_MODELS = {"sam3": "facebook/sam3", "clipseg": "CIDAS/clipseg-rd64-refined"}

@@ -24,3 +24,11 @@ class SuiteError(MaSCError, ValueError):
 
 class PromptTruncatedWarning(UserWarning):
     """A prompt is longer than the text tower's context and was cut to fit."""
+
+
+class EmptyMaskError(InputError):
+    """A segmenter found nothing of the subject in an image, so there is no mask to score with."""
+
+
+class MaskCoverageWarning(UserWarning):
+    """A computed mask covers (nearly) the whole image: the segmenter probably did not find the subject."""

@@ -83,6 +83,9 @@ class Record:
     error: Optional[str] = None
     panel: Optional[str] = None
     check_index: int = 0
+    #: masks a segmenter computed for this case: role, image, text, segmenter settings,
+    #: foreground_fraction, flag (a mask covering nearly everything) and the PNG file written
+    computed_masks: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -185,6 +188,11 @@ def failure_report(record: Record) -> str:
             )
         )
     lines.append(f"  image: {record.image}")
+    for computed in record.computed_masks:
+        lines.append(
+            f"  {computed['role']} mask: computed by {computed['segmenter'].get('kind')} from {computed['text']!r}, "
+            f"{computed['foreground_fraction']:.1%} foreground" + (f" ({computed['flag']})" if computed.get("flag") else "")
+        )
     if record.panel:
         lines.append(f"  panel: {record.panel}")
     return "\n".join(lines)

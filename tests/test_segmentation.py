@@ -550,6 +550,24 @@ def test_cuda_without_cuda_is_a_device_error(clipseg_dir):
         load_segmenter("clipseg", clipseg_dir, device="cuda")
 
 
+def test_default_device_and_dtype_follow_the_scorers_policy(clipseg_dir, monkeypatch):
+    """The segmenter resolves devices with the scorer's function (CUDA, else MPS, else CPU)."""
+    import pytest_masc.metric.loading as loading
+    import pytest_masc.metric.segmentation as segmentation
+
+    assert not hasattr(segmentation, "resolve_device") and not hasattr(segmentation, "resolve_dtype")
+    asked = []
+
+    def resolve_device(device):
+        asked.append(device)
+        return torch.device("cpu")
+
+    monkeypatch.setattr(loading, "resolve_device", resolve_device)
+    segmenter = load_segmenter("clipseg", clipseg_dir)
+    assert asked == [None]
+    assert segmenter.device == torch.device("cpu") and segmenter.dtype == torch.float32
+
+
 def test_tiny_checkpoints_are_seeded(tmp_path, clipseg_dir):
     from safetensors.torch import load_file
 

@@ -218,6 +218,24 @@ def test_missing_files_pass_without_check_files(tmp_path):
     assert suite.cases[1].image == tmp_path / "out" / "not_yet.png"
 
 
+def test_masks_may_be_left_out_for_a_segmenter(tmp_path):
+    """Without ``reference_mask`` and ``mask`` a suite parses with ``None`` masks, to be
+    segmented with ``segment_prompt`` (else the subject); CSV rows may omit ``mask`` too."""
+    text = (GOOD_TOML.replace('reference_mask = "refs/dog_mask.png"\n', 'segment_prompt = "brown dog"\n')
+            .replace('mask = "out/dog_beach_mask.png"\n', ""))
+    suite = load_suite(write_suite(tmp_path, text))
+    dog = suite.concepts["dog"]
+    assert dog.reference_masks == (None,) and dog.segmentation_text == "brown dog" and dog.subject == "dog"
+    assert suite.concepts["cat"].segmentation_text is None
+    by_id = {case.id: case for case in suite.cases}
+    assert by_id["dog-beach"].mask is None and by_id["dog-2"].mask == tmp_path / "out/dog_snow_mask.png"
+    csv_text = "concept,prompt,image,mask\ndog,a dog on the beach,out/dog_beach.png,\ndog,a dog in the snow,out/dog_snow.png,out/dog_snow_mask.png\n"
+    toml = GOOD_TOML[: GOOD_TOML.index("[[cases]]")].replace('reference_mask = "refs/dog_mask.png"\n', "")
+    suite = load_suite(write_suite(tmp_path, 'cases = "data/cases.csv"\n' + toml, name="masc_csv.toml", csv=csv_text))
+    assert [case.mask for case in suite.cases] == [None, tmp_path / "out/dog_snow_mask.png"]
+    assert suite.concepts["dog"].segmentation_text == "dog"
+
+
 def test_protocol_only_suite(tmp_path):
     """A ``[protocol]`` table stands in for cases; its paths resolve but may lie outside."""
     (tmp_path / "suites").mkdir()
@@ -287,8 +305,16 @@ TOML_ERRORS = {
         ["case #3", "line 31", "missing required key 'concept'"],
     ),
     "missing concept field": (
-        ('reference_mask = "refs/dog_mask.png"\n', ""),
-        ["concept 'dog'", "missing required key 'reference_mask'"],
+        ('reference = "refs/dog.png"\n', ""),
+        ["concept 'dog'", "missing required key 'reference'"],
+    ),
+    "reference mask left out without a subject": (
+        ('reference_mask = ["refs/cat1_mask.png", "refs/cat2_mask.png"]\n', ""),
+        ["concept 'cat'", "missing reference_mask", "subject (or segment_prompt)"],
+    ),
+    "case mask left out without a subject": (
+        ('mask = "out/cat_sofa_mask.png"\n', ""),
+        ["case 'cat-1'", "no mask, and concept 'cat' has neither subject nor segment_prompt"],
     ),
     "gate not a number": (
         ("min_concept = 0.6", 'min_concept = "high"'),
@@ -446,11 +472,11 @@ CSV_ERRORS = {
         ["cases.csv, line 1", "unknown column 'promt'", "did you mean 'prompt'"],
     ),
     "missing required column": (
-        "id,concept,prompt,image\ndog-beach,dog,a dog,out/dog_beach.png\n",
-        ["cases.csv", "missing required column 'mask'"],
+        "id,concept,prompt,mask\ndog-beach,dog,a dog,out/dog_beach_mask.png\n",
+        ["cases.csv", "missing required column 'image'"],
     ),
     "duplicate column": (CSV_HEADER.replace("\n", ",id\n") + CSV_ROW, ["cases.csv, line 1", "column 'id' appears more than once"]),
-    "empty required cell": (CSV_HEADER + CSV_ROW.replace("out/dog_beach_mask.png", ""), ["cases.csv, line 2", "empty cell in required column 'mask'"]),
+    "empty required cell": (CSV_HEADER + CSV_ROW.replace("out/dog_beach.png,", ","), ["cases.csv, line 2", "empty cell in required column 'image'"]),
     "gate not a number": (CSV_HEADER + CSV_ROW.replace(",0.6,", ",high,"), ["cases.csv, line 2", "min_concept must be a number", "'high'"]),
     "gate out of range": (CSV_HEADER + CSV_ROW.replace(",0.6,", ",-1.5,"), ["cases.csv, line 2", "min_concept = -1.5 is outside [-1, 1]"]),
     "rating not a number": (CSV_HEADER + CSV_ROW.replace("3|4", "3|x"), ["cases.csv, line 2", "human_concept must be '|'-separated numbers", "'x'"]),

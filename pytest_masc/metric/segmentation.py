@@ -46,24 +46,18 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 import numpy as np
 
-from pytest_masc.errors import DeviceError, InputError, ModelLoadError
+from pytest_masc.defaults import DEFAULT_SEGMENTER_MODELS, SEGMENTER_KINDS
+from pytest_masc.errors import InputError, ModelLoadError
 
 if TYPE_CHECKING:  # torch and transformers are imported when a segmenter is loaded
     import torch
     from PIL import Image
 
-SEGMENTER_KINDS = ("sam3", "clipseg")
-DEFAULT_SEGMENTER_MODELS = {"sam3": "facebook/sam3", "clipseg": "CIDAS/clipseg-rd64-refined"}
 #: SAM3: the instance score to keep an instance; CLIPSeg: the foreground probability.
 DEFAULT_SEGMENTER_THRESHOLDS = {"sam3": 0.5, "clipseg": 0.5}
 #: SAM3: the probability that makes a pixel of a kept instance foreground.
 DEFAULT_SAM3_MASK_THRESHOLD = 0.5
 
-_DTYPE_NAMES = {
-    "float32": "float32", "fp32": "float32", "float": "float32",
-    "bfloat16": "bfloat16", "bf16": "bfloat16",
-    "float16": "float16", "fp16": "float16", "half": "float16",
-}
 _MODEL_TYPES = {"sam3": ("sam3", "sam3_video"), "clipseg": ("clipseg",)}
 _MODEL_NAMES = {"sam3": "SAM3", "clipseg": "CLIPSeg"}
 _CHECKPOINT_FILES = {
@@ -207,44 +201,7 @@ def _check_text(text: Any) -> str:
     return text
 
 
-# ---------------------------------------------------------------------- device, dtype, loading
-
-
-def resolve_device(device: Optional[Union[str, "torch.device"]]) -> "torch.device":
-    """``None`` means CUDA when present, else CPU; CUDA or MPS without one fails clearly."""
-    import torch
-
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise DeviceError(f"device {device!r} is not a torch device name ({error})") from None
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceError(
-                f"device {str(device)!r} was requested but CUDA is not available "
-                "(no GPU, or a CPU-only torch build); use device 'cpu' or leave it unset"
-            )
-        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise DeviceError(f"device {str(device)!r} does not exist: {torch.cuda.device_count()} CUDA device(s)")
-    if resolved.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise DeviceError(f"device {str(device)!r} was requested but MPS is not available")
-    return resolved
-
-
-def resolve_dtype(dtype: Optional[Union[str, "torch.dtype"]], device: "torch.device") -> "torch.dtype":
-    """``None`` means bfloat16 on CUDA and float32 elsewhere; names like ``"bf16"`` work."""
-    import torch
-
-    if dtype is None:
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    key = str(dtype).lower().removeprefix("torch.")
-    if key not in _DTYPE_NAMES:
-        raise ValueError(f"dtype {dtype!r} is not one of {sorted(_DTYPE_NAMES)}")
-    return getattr(torch, _DTYPE_NAMES[key])
+# ---------------------------------------------------------------------- loading
 
 
 def _looks_local(model_id: str) -> bool:
@@ -293,8 +250,9 @@ def load_segmenter(
         model: hub id or directory; ``None`` for the kind's default checkpoint
             (``facebook/sam3``, ``CIDAS/clipseg-rd64-refined``).
         revision: hub branch, tag or commit.
-        device: ``None`` for CUDA when available, else CPU.
-        dtype: ``None`` for bfloat16 on CUDA, float32 on CPU.
+        device: ``None`` for CUDA when available, else MPS, else CPU (as the scorer:
+            :func:`pytest_masc.metric.loading.resolve_device`).
+        dtype: ``None`` for bfloat16 on CUDA, float32 elsewhere.
         threshold: SAM3: instance score (in ``[0, 1]``) an instance must exceed to be part
             of the mask; CLIPSeg: foreground probability. ``None``: 0.5 for both.
         mask_threshold: SAM3 only: probability a pixel of a kept instance must exceed
@@ -315,6 +273,8 @@ def load_segmenter(
         raise ValueError(f"segmenter kind {kind!r} is not one of {list(SEGMENTER_KINDS)}")
     if kind != "sam3" and mask_threshold is not None:
         raise ValueError("mask_threshold is a SAM3 setting; CLIPSeg has only threshold")
+    from .loading import resolve_device, resolve_dtype  # torch: only once a segmenter loads
+
     model_id = os.fspath(model) if model is not None else DEFAULT_SEGMENTER_MODELS[kind]
     resolved_device = resolve_device(device)
     resolved_dtype = resolve_dtype(dtype, resolved_device)

@@ -13,6 +13,7 @@ from ..suite import is_suite_file
 from .collect import MascCaseItem, MascProtocolItem, MascSuiteFile
 from .fixtures import masc, masc_model, masc_segmenter  # noqa: F401  (fixtures the plugin provides)
 from .markers import GATES_OFF, register_markers, validate_marker
+from .masks import SessionSegmenter
 from .options import Settings, add_options
 from .session import SESSION_KEY, MascSession
 from .html_report import install as install_html_report
@@ -28,9 +29,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     register_markers(config)
     settings = Settings.from_config(config)
-    config.stash[SESSION_KEY] = MascSession(config=config, settings=settings)
+    state = config.stash[SESSION_KEY] = MascSession(config=config, settings=settings)
     if not settings.enabled:
         return
+    if settings.segmenter is not None:  # loads when the first mask is needed
+        state.segmenter = SessionSegmenter(settings.segmenter, threshold=settings.segmenter_threshold,
+                                           dtype=settings.dtype, device=state.device)
     if settings.update_baseline and settings.baseline is None:
         raise pytest.UsageError("--masc-update-baseline needs --masc-baseline PATH to write to")
     install_html_report(config)  # pytest-html with --html: MaSC summary and failure panels in the report
@@ -51,7 +55,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [
         f"masc: model {settings.model}, device {settings.device or 'auto'}, dtype {settings.dtype or 'auto'}, "
         f"{settings.max_patches} patches"
-    ]
+    ] + ([f"masc: missing masks segmented with {settings.segmenter.kind} ({settings.segmenter.model})"]
+         if settings.segmenter is not None else [])
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):

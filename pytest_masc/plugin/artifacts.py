@@ -73,8 +73,8 @@ def write_failure_panel(
     """Write the panel of a failing case's first reference; returns its path."""
     concept_map = scores[0].concept_map
     tiles = [
-        _labelled(_overlay(references[0], reference_masks[0]), "reference + mask"),
-        _labelled(_overlay(image, mask), "output + mask"),
+        _labelled(_overlay(references[0], reference_masks[0]), "reference + " + mask_label(record, "reference 1")),
+        _labelled(_overlay(image, mask), "output + " + mask_label(record, "output")),
     ]
     if concept_map is not None:
         reference_tile = tiles[0]
@@ -93,6 +93,35 @@ def write_failure_panel(
         panel.paste(tile, (x, 0))
         x += tile.width + 8
     directory.mkdir(parents=True, exist_ok=True)
-    path = panel_path(directory, record.nodeid if not record.check_index else f"{record.nodeid}#{record.check_index}")
+    path = panel_path(directory, _panel_name(record))
     panel.save(path)
     return path
+
+
+def _panel_name(record: "Record") -> str:
+    return record.nodeid if not record.check_index else f"{record.nodeid}#{record.check_index}"
+
+
+def mask_label(record: "Record", role: str) -> str:
+    """``"mask"``, or ``"clipseg mask"`` when a segmenter computed the mask of ``role``."""
+    for computed in record.computed_masks:
+        if computed["role"] == role:
+            return f"{computed['segmenter'].get('kind')} mask"
+    return "mask"
+
+
+def write_computed_masks(directory: Path, record: "Record", mask: Any, reference_masks: Sequence[Any]) -> None:
+    """Write each mask a segmenter computed for ``record`` as a black-and-white PNG beside its
+    panel (``<panel>.mask-output.png``, ``<panel>.mask-reference-1.png``) and note the file
+    in the record; a write failure is noted instead."""
+    stem = panel_path(directory, _panel_name(record)).with_suffix("")
+    for computed in record.computed_masks:
+        role = computed["role"]
+        array = mask if role == "output" else reference_masks[int(role.split()[-1]) - 1]
+        path = stem.with_name(f"{stem.name}.mask-{role.replace(' ', '-')}.png")
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.asarray(array, dtype=bool).astype(np.uint8) * 255).save(path)
+            computed["file"] = str(path)
+        except OSError as error:
+            computed["file"] = f"(not written: {error})"

@@ -15,12 +15,17 @@ from ..gates import Record
 from ..protocols.spec import ProtocolSpec
 from ..suite import Case, Concept, Suite, load_suite
 from ..types import Sample
+from .masks import MaskedInputs, MaskNeeds, fill_masks, protocol_masks
 from .session import SESSION_KEY, MascSession
 from .terminal import ProgressLine
 from .verdict import MascGateFailure, ScoredInputs, judge, plain_nodeid
 
 if TYPE_CHECKING:
     from ..types import Score
+
+#: where ``masks=auto`` protocols cache their masks, under the rootdir
+MASK_CACHE = ".masc-masks"
+
 
 class MascSuiteFile(pytest.File):
     """A ``masc_*.toml`` file: parsed and validated at collection, one item per case. It
@@ -31,8 +36,15 @@ class MascSuiteFile(pytest.File):
             suite = load_suite(self.path)
         except SuiteError as error:
             raise self.CollectError(f"MaSC suite error: {error}") from None
+        unmasked = _first_unmasked(suite)
+        if unmasked and self.config.stash[SESSION_KEY].segmenter is None:
+            raise self.CollectError(
+                f"MaSC suite error: {unmasked} has no mask: give it, or run with --masc-segmenter=sam3|clipseg "
+                "(ini masc_segmenter) to segment it with the concept's subject"
+            )
         self.cases: list[MascCaseItem] = []
         self._scores: dict[str, Any] = {}  # case node id -> its scores (one per reference) or what stopped them
+        self._inputs: dict[str, MaskedInputs] = {}  # case node id -> its images and masks, computed ones included
         if suite.protocol:
             yield MascProtocolItem.from_parent(
                 self, name=suite.protocol.kind, protocol=suite.protocol,
@@ -57,12 +69,35 @@ class MascSuiteFile(pytest.File):
             raise result
         return result
 
+    def inputs(self, item: "MascCaseItem") -> MaskedInputs:
+        """A scored case's images and masks (computed masks included)."""
+        return self._inputs[item.nodeid]
+
+    def _fill_masks(self, session: MascSession, batch: list["MascCaseItem"]) -> list["MascCaseItem"]:
+        """Compute the batch's missing masks in one segmenter call; returns the cases that
+        can be scored (a case whose mask failed keeps its error)."""
+        try:
+            filled = fill_masks(session.segmenter, [case_item.mask_needs() for case_item in batch])
+        except Exception as error:  # the segmenter does not load: every case of the batch reports it
+            for case_item in batch:
+                self._scores[case_item.nodeid] = error
+            raise
+        ready = []
+        for case_item, inputs in zip(batch, filled):
+            self._inputs[case_item.nodeid] = inputs
+            if inputs.error is not None:
+                self._scores[case_item.nodeid] = inputs.error
+            else:
+                ready.append(case_item)
+        return ready
+
     def _score_batch(self, batch: list["MascCaseItem"]) -> None:
         session = self.config.stash[SESSION_KEY]
         masc = session.model()
+        batch = self._fill_masks(session, batch)
         samples, owners = [], []
         for case_item in batch:
-            for sample in case_item.samples():
+            for sample in case_item.samples(self._inputs[case_item.nodeid]):
                 samples.append(sample)
                 owners.append(case_item.nodeid)
         reporter = ProgressLine(self.config, f"MaSC {self.path.name}")
@@ -97,12 +132,17 @@ class MascCaseItem(pytest.Item):
         self.concept = concept
         self.add_marker(pytest.mark.masc_suite)
 
-    def samples(self) -> list[Sample]:
-        """The case's samples, one per reference of its concept."""
+    def mask_needs(self) -> MaskNeeds:
+        """The case's images and masks as given (``None``: to segment)."""
+        return MaskNeeds(image=self.case.image, mask=self.case.mask, references=self.concept.references,
+                         reference_masks=self.concept.reference_masks, text=self.concept.segmentation_text)
+
+    def samples(self, inputs: MaskedInputs) -> list[Sample]:
+        """The case's samples, one per reference of its concept, with ``inputs``' masks."""
         return [
-            Sample(ref_image=reference, ref_mask=reference_mask, out_image=self.case.image, out_mask=self.case.mask,
+            Sample(ref_image=reference, ref_mask=reference_mask, out_image=inputs.image, out_mask=inputs.mask,
                    prompt=self.case.prompt, subject=self.concept.subject, distractors=self.case.distractors)
-            for reference, reference_mask in zip(self.concept.references, self.concept.reference_masks)
+            for reference, reference_mask in zip(inputs.references, inputs.reference_masks)
         ]
 
     def runtest(self) -> None:
@@ -112,11 +152,22 @@ class MascCaseItem(pytest.Item):
         except MaSCError as error:
             record = self._record()
             record.passed, record.error = False, str(error)
+            record.computed_masks = self._mask_records(session)
             session.add_record(record)
             raise
-        inputs = ScoredInputs(image=self.case.image, mask=self.case.mask,
-                              references=self.concept.references, reference_masks=self.concept.reference_masks)
-        judge(session, self._record(), scores, inputs)
+        masked = self.parent.inputs(self)
+        inputs = ScoredInputs(image=masked.image, mask=masked.mask,
+                              references=masked.references, reference_masks=masked.reference_masks)
+        record = self._record()
+        record.computed_masks = self._mask_records(session)
+        judge(session, record, scores, inputs)
+
+    def _mask_records(self, session: MascSession) -> list[dict[str, Any]]:
+        """The JSON entries of the masks computed for this case (none when all were given)."""
+        masked = self.parent._inputs.get(self.nodeid)
+        if masked is None or not masked.computed:
+            return []
+        return masked.mask_records(session.segmenter.settings)
 
     def _record(self) -> Record:
         """The case's record before scoring: what is scored and its gates."""
@@ -163,14 +214,16 @@ class MascProtocolItem(pytest.Item):
             raise InputError(missing)
         masc = session.model()
         started = time.perf_counter()
+        protocol, computed_masks = protocol_masks(session.segmenter, self.protocol, self.config.rootpath / MASK_CACHE)
         progress = ProgressLine(self.config, f"MaSC {self.protocol.kind}")
         try:
-            outcome = run_protocol(self.protocol, masc, baselines=_baseline_scorers(session), progress=progress.update)
+            outcome = run_protocol(protocol, masc, baselines=_baseline_scorers(session), progress=progress.update)
         finally:
             progress.close()
             session.score_seconds += time.perf_counter() - started
         session.protocol_tables.append(
-            {"suite": self.suite_name, "kind": self.protocol.kind, "table": outcome.table, "values": outcome.values}
+            {"suite": self.suite_name, "kind": self.protocol.kind, "table": outcome.table, "values": outcome.values,
+             **({"computed_masks": computed_masks} if computed_masks else {})}
         )
         failures = _gate_failures(self.suite_gates, outcome.values)
         if failures:
@@ -184,6 +237,16 @@ class MascProtocolItem(pytest.Item):
 
     def reportinfo(self):
         return self.path, None, f"{self.suite_name}::{self.protocol.kind}"
+
+
+def _first_unmasked(suite: Suite) -> Optional[str]:
+    """Where the suite leaves a mask out (a case or a concept), or ``None`` when it gives all."""
+    for case in suite.cases:
+        if case.mask is None:
+            return f"{case.location}: the output image {case.image.name}"
+        if None in suite.concepts[case.concept].reference_masks:
+            return f"{suite.path.name}, concept {case.concept!r}: a reference"
+    return None
 
 
 def _gate_failures(gates: dict[str, float], values: dict[str, Optional[float]]) -> list[str]:

@@ -1,5 +1,5 @@
 """Fixtures: ``masc_model`` (one ``MaSC`` per process), ``masc`` (the test's gate checker),
-``masc_segmenter`` (override it to compute masks)."""
+``masc_segmenter`` (the ``--masc-segmenter``, or override it to compute masks)."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,6 +12,7 @@ from ..errors import MaSCError
 from ..gates import GATES, Record
 from ..types import Sample
 from .markers import GATES_OFF, as_list, validate_masc_kwargs
+from .masks import MaskNeeds, SessionSegmenter, fill_masks, segmentation_text
 from .session import SESSION_KEY, MascSession
 from .verdict import ScoredInputs, judge, plain_nodeid
 
@@ -65,7 +66,7 @@ class MascCheck:
         options = {**self.options, **overrides}
         if prompt is None:
             raise TypeError("masc.check() needs the prompt the image was generated from")
-        inputs = self._inputs(options, image, mask)
+        inputs, computed_masks = self._inputs(options, image, mask)
         subject = options.get("subject")
         samples = [
             Sample(ref_image=r, ref_mask=m, out_image=inputs.image, out_mask=inputs.mask, prompt=prompt,
@@ -77,7 +78,9 @@ class MascCheck:
         except MaSCError as error:  # the message names the input; the scorer's frames add nothing
             raise type(error)(str(error)) from None
         self._checks += 1
-        record = judge(self._session, self._record(options, inputs, prompt), scores, inputs)
+        record = self._record(options, inputs, prompt)
+        record.computed_masks = computed_masks
+        record = judge(self._session, record, scores, inputs)
         if len(scores) == 1:
             return scores[0]
         # Several references: CP and global CP are the record's means over them.
@@ -88,25 +91,43 @@ class MascCheck:
             extras={**scores[0].extras, "concept_per_reference": record.concept_per_reference},
         )
 
-    def _inputs(self, options: dict[str, Any], image: Any, mask: Any) -> ScoredInputs:
-        """References, their masks, the image and its mask, paths relative to the test file."""
+    def _inputs(self, options: dict[str, Any], image: Any, mask: Any) -> tuple[ScoredInputs, list[dict[str, Any]]]:
+        """References, their masks, the image and its mask, paths relative to the test file;
+        missing masks computed by the ``masc_segmenter`` fixture. Also returns the JSON
+        entries of the masks the session's segmenter computed."""
         test_dir = Path(self._request.node.path).parent
         references = [relative_to_dir(r, test_dir) for r in as_list(options.get("reference"))]
         reference_masks = [relative_to_dir(m, test_dir) for m in as_list(options.get("reference_mask"))]
         if not references:
             raise TypeError("no reference image: give @pytest.mark.masc(reference=..., reference_mask=...)")
+        if not reference_masks and self._segmenter is not None:
+            reference_masks = [None] * len(references)  # segmented below
         if len(reference_masks) != len(references):
             raise TypeError(
-                f"{len(references)} reference image(s) but {len(reference_masks)} reference mask(s): give one mask per reference"
+                f"{len(references)} reference image(s) but {len(reference_masks)} reference mask(s): give one mask per "
+                "reference, or leave reference_mask out and run with --masc-segmenter to compute them"
             )
         image = relative_to_dir(image, test_dir)
+        mask = None if mask is None else relative_to_dir(mask, test_dir)
+        if mask is None and self._segmenter is None:
+            raise TypeError("no mask: pass mask=..., run with --masc-segmenter=sam3|clipseg, "
+                            "or override the masc_segmenter fixture to compute one")
+        if isinstance(self._segmenter, SessionSegmenter):
+            return self._segmented(options, image, mask, references, reference_masks)
         if mask is None:
-            if self._segmenter is None:
-                raise TypeError("no mask: pass mask=..., or override the masc_segmenter fixture to compute one")
             mask = self._segmenter(image)
-        else:
-            mask = relative_to_dir(mask, test_dir)
-        return ScoredInputs(image=image, mask=mask, references=references, reference_masks=reference_masks)
+        reference_masks = [m if m is not None else self._segmenter(r) for r, m in zip(references, reference_masks)]
+        return ScoredInputs(image=image, mask=mask, references=references, reference_masks=reference_masks), []
+
+    def _segmented(self, options: dict[str, Any], image: Any, mask: Any, references: list, reference_masks: list):
+        """:meth:`_inputs` with the session's segmenter (``--masc-segmenter``)."""
+        text = segmentation_text(options.get("segment_prompt"), options.get("subject"))
+        needs = MaskNeeds(image=image, mask=mask, references=references, reference_masks=reference_masks, text=text)
+        (filled,) = fill_masks(self._segmenter, [needs])
+        if filled.error is not None:
+            raise type(filled.error)(str(filled.error))
+        inputs = ScoredInputs(image=image, mask=filled.mask, references=references, reference_masks=filled.reference_masks)
+        return inputs, filled.mask_records(self._segmenter.settings) if filled.computed else []
 
     def _record(self, options: dict[str, Any], inputs: ScoredInputs, prompt: str) -> Record:
         """The record of this check before scoring: what is scored and its gates."""
@@ -148,9 +169,11 @@ def masc_model(request: pytest.FixtureRequest) -> "MaSC":
 
 
 @pytest.fixture
-def masc_segmenter() -> Optional[Callable[[Any], Any]]:
-    """Override to compute masks: return a callable ``image -> HxW mask``. Default: none."""
-    return None
+def masc_segmenter(request: pytest.FixtureRequest) -> Optional[Callable[..., Any]]:
+    """What computes a mask ``masc.check()`` is not given. Default: the ``--masc-segmenter``
+    (a callable ``(image, text) -> HxW bool mask``, loaded on first use) or ``None``.
+    Override it to return your own callable ``image -> HxW mask``; yours wins."""
+    return request.config.stash[SESSION_KEY].segmenter
 
 
 @pytest.fixture

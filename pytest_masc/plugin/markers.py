@@ -13,7 +13,7 @@ from ..gates import GATE_RANGES, GATES, HUMAN_SCALE, valid_gate, valid_rating
 GATES_OFF = "MaSC gates are off: pass --masc to run them"
 
 #: keyword arguments ``@pytest.mark.masc(...)`` and ``masc.check(...)`` accept
-MARKER_KWARGS = ("reference", "reference_mask", "subject", "concept", "distractors", "human", *GATES)
+MARKER_KWARGS = ("reference", "reference_mask", "subject", "segment_prompt", "concept", "distractors", "human", *GATES)
 
 
 def as_list(value: Any) -> list[Any]:

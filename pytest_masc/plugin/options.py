@@ -11,6 +11,7 @@ import pytest
 
 from ..defaults import DEFAULT_MAX_PATCHES, DEFAULT_MODEL, DTYPE_ALIASES
 from ..protocols.spec import ProtocolError, ProtocolSpec, parse_protocol_option
+from .masks import SegmenterChoice, SegmenterOptionError, parse_segmenter_option
 
 #: option name -> (ini key, type, default, help)
 OPTIONS: dict[str, tuple[str, Any, Any, str]] = {
@@ -26,12 +27,15 @@ OPTIONS: dict[str, tuple[str, Any, Any, str]] = {
     "artifacts": ("masc_artifacts", str, None, "write a PNG panel for each failing case into this directory"),
     "protocol": ("masc_protocol", str, None, "run a benchmark protocol as a suite: dreambench_plus=ROOT,masks=DIR or orida=ROOT[,split=NAME]"),
     "baselines": ("masc_baselines", str, None, "extra baseline metrics for protocol tables: clip,dino (NAME=MODEL to choose a checkpoint)"),
+    "segmenter": ("masc_segmenter", str, None, "compute missing masks with a text-prompted segmenter: sam3, clipseg, sam3=ID_OR_DIR or clipseg=ID_OR_DIR"),
+    "segmenter_threshold": ("masc_segmenter_threshold", float, None, "the segmenter's threshold in [0, 1] (SAM3: instance score, CLIPSeg: foreground probability); default 0.5"),
 }
 
 METAVARS = {
     "model": "ID_OR_DIR", "revision": "REV", "device": "DEVICE", "dtype": "DTYPE", "max_patches": "N",
     "batch_size": "N", "json": "PATH", "baseline": "PATH", "max_drop": "FLOAT", "artifacts": "DIR",
-    "protocol": "KIND=ROOT[,...]", "baselines": "clip,dino",
+    "protocol": "KIND=ROOT[,...]", "baselines": "clip,dino", "segmenter": "KIND[=ID_OR_DIR]",
+    "segmenter_threshold": "FLOAT",
 }
 
 
@@ -73,6 +77,8 @@ class Settings:
     protocol: Optional[ProtocolSpec]
     baselines: dict[str, Optional[str]]
     allow_baseline_mismatch: bool = False  # compare with a baseline of other settings, with a warning
+    segmenter: Optional[SegmenterChoice] = None
+    segmenter_threshold: Optional[float] = None
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> "Settings":
@@ -106,6 +112,8 @@ class Settings:
             protocol=protocol,
             baselines=parse_baselines(values["baselines"]),
             allow_baseline_mismatch=bool(config.getoption("masc_allow_baseline_mismatch", False)),
+            segmenter=_segmenter(values["segmenter"], Path(config.invocation_params.dir)),
+            segmenter_threshold=values["segmenter_threshold"],
         )
 
 
@@ -139,6 +147,21 @@ def _check_values(values: dict[str, Any]) -> None:
         raise pytest.UsageError(f"--masc-dtype {values['dtype']!r}: choose from {', '.join(DTYPE_ALIASES)}")
     if values["device"] is not None and not re.fullmatch(r"cpu|mps|cuda(:\d+)?", str(values["device"])):
         raise pytest.UsageError(f"--masc-device {values['device']!r}: expected cpu, cuda, cuda:N or mps")
+    threshold = values["segmenter_threshold"]
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise pytest.UsageError(f"--masc-segmenter-threshold must be in [0, 1], got {threshold:g}")
+    if threshold is not None and not values["segmenter"]:
+        raise pytest.UsageError("--masc-segmenter-threshold needs --masc-segmenter=sam3|clipseg (ini masc_segmenter)")
+
+
+def _segmenter(value: Optional[str], base: Path) -> Optional[SegmenterChoice]:
+    """``--masc-segmenter`` parsed; an unknown kind is a usage error."""
+    if not value:
+        return None
+    try:
+        return parse_segmenter_option(value, base)
+    except SegmenterOptionError as error:
+        raise pytest.UsageError(str(error)) from None
 
 
 def parse_baselines(value: Optional[str]) -> dict[str, Optional[str]]:

@@ -53,6 +53,7 @@ class MascSession:
     score_seconds: float = 0.0
     _model: Any = None
     _model_error: Optional[BaseException] = None
+    segmenter: Any = None  # the --masc-segmenter's SessionSegmenter (plugin.masks), or None
 
     # -- model
 
@@ -105,6 +106,8 @@ class MascSession:
             meta.update(self._model.stats.as_dict())
         meta["load_seconds"] = self.load_seconds
         meta["score_seconds"] = self.score_seconds
+        if self.segmenter is not None:
+            meta["segmenter"] = self.segmenter.describe()
         return meta
 
     # -- records

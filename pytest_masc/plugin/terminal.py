@@ -66,7 +66,8 @@ def summary_lines(state: "MascSession") -> list[str]:
     if state.finished is None or (not state.records and not state.worker_runs and not state.protocol_tables):
         return []
     report, evaluation = state.finished
-    return report_lines(report, evaluation, baseline_written=state.baseline_written)
+    lines = report_lines(report, evaluation, baseline_written=state.baseline_written)
+    return lines[:1] + segmenter_lines(state.worker_runs) + lines[1:]  # after the run line
 
 
 def closing_counts(state: "MascSession") -> list[tuple[int, str]]:
@@ -87,6 +88,21 @@ class SessionGateReport:
 
     def __init__(self, reason: Any) -> None:
         self.longrepr = str(reason)
+
+
+def segmenter_lines(runs: list[dict[str, Any]]) -> list[str]:
+    """One line on the masks the ``--masc-segmenter`` computed, over every process that loaded it."""
+    loaded = [run["segmenter"] for run in runs if run.get("segmenter", {}).get("loaded")]
+    if not loaded:
+        return []
+    first = loaded[0]
+    revision = f", revision {first['revision']}" if first.get("revision") else ""
+    processes = f" over {len(loaded)} processes" if len(loaded) > 1 else ""
+    return [
+        f"segmenter {first['kind']} {first['model']}{revision}, threshold {first['threshold']:g}: "
+        f"{sum(r['segmented'] for r in loaded)} masks computed{processes}, "
+        f"{sum(r['seconds'] for r in loaded):.1f} s"
+    ]
 
 
 class ProgressLine:

@@ -57,6 +57,10 @@ def judge(session: MascSession, record: Record, scores: Sequence["Score"], input
             stacklevel=2,
         )
     evaluate_gates(record)
+    if record.computed_masks and session.settings.artifacts is not None:
+        from .artifacts import write_computed_masks
+
+        write_computed_masks(session.settings.artifacts, record, inputs.mask, inputs.reference_masks)
     if not record.passed and session.settings.artifacts is not None:
         from .artifacts import write_failure_panel  # numpy and PIL: only when a panel is due
 

@@ -22,6 +22,8 @@ PATH_KEYS = ("root", "masks")
 #: keys holding positive integers
 INTEGER_KEYS = ("n_subjects", "min_backgrounds")
 OPTION = "--masc-protocol"
+#: ``masks`` value asking the plugin to segment the data set (``--masc-segmenter``) and cache the masks
+AUTO_MASKS = "auto"
 
 
 class ProtocolError(MaSCError, ValueError):
@@ -33,7 +35,8 @@ class ProtocolSpec:
     """A benchmark protocol and its data.
 
     ``root`` is the data set's directory and ``masks`` DreamBench++'s directory of masks
-    mirroring the image paths (required there). ORIDa reads ``split`` and takes the first
+    mirroring the image paths (required there), or ``"auto"``: segment them with the
+    plugin's ``--masc-segmenter`` and cache them on disk in that layout. ORIDa reads ``split`` and takes the first
     ``n_subjects`` subjects with at least ``min_backgrounds`` backgrounds (the paper's protocol).
     """
 
@@ -70,7 +73,7 @@ class ProtocolSpec:
         if kind == "dreambench_plus" and "masks" not in values:
             raise ProtocolError(
                 f"{where}: kind 'dreambench_plus' needs {key_syntax.format(key='masks').replace('VALUE', 'DIR')} "
-                "(a directory of masks mirroring the image paths)"
+                "(a directory of masks mirroring the image paths, or auto to segment them with --masc-segmenter)"
             )
         return cls(**values)
 
@@ -78,6 +81,8 @@ class ProtocolSpec:
         """A message when ``root`` or ``masks`` is not an existing directory, else ``None``."""
         for key in PATH_KEYS:
             value = getattr(self, key)
+            if key == "masks" and value == AUTO_MASKS:
+                continue
             if value is not None and not Path(value).is_dir():
                 return f"{self.kind} {key} directory {value} not found"
         return None

@@ -50,12 +50,17 @@ is an error that suggests the closest known key.
     scores against the human ratings, in ``[-1, 1]``) and ``min_auc`` (in ``[0, 1]``).
 
 ``[concepts.<name>]``
-    ``reference`` and ``reference_mask`` are required: each a path or a non-empty list of
-    paths, with as many masks as references (a single string counts as a list of one).
-    ``subject`` is optional; when absent it is ``None`` and nothing is stripped from prompts.
+    ``reference`` is required and ``reference_mask`` usually given: each a path or a
+    non-empty list of paths, with as many masks as references (a single string counts as a
+    list of one). ``subject`` is optional; when absent it is ``None`` and nothing is stripped
+    from prompts. ``segment_prompt`` (optional) is what a segmenter looks for instead of the
+    subject. Without ``reference_mask`` the references are segmented (``--masc-segmenter``)
+    with ``segment_prompt``, else ``subject``; one of the two is then required.
 
 ``[[cases]]``
-    ``concept``, ``prompt``, ``image`` and ``mask`` are required. ``concept`` must name a
+    ``concept``, ``prompt`` and ``image`` are required; ``mask`` may be left out when the
+    concept has a ``subject`` or ``segment_prompt``: the image is then segmented with it
+    (the plugin needs ``--masc-segmenter`` for that). ``concept`` must name a
     concept of the same file. ``id`` defaults to ``"<concept>-<n>"``, ``n`` being the 1-based
     position of the case among the cases of its concept; ids must be unique in the suite
     (explicit and default ids alike). Strings are stripped of surrounding whitespace.
@@ -95,8 +100,8 @@ Instead of ``[[cases]]`` tables a suite may say, at the top level, ``cases = "ca
 (a string). The CSV is UTF-8 (a BOM is fine), comma-separated with ``"`` quoting, and its
 first row names the columns: ``id``, ``concept``, ``prompt``, ``image``, ``mask``, the case
 gates (``min_concept`` …), ``distractors`` (``|``-separated prompts), ``human_concept`` and
-``human_prompt`` (``|``-separated numbers). ``concept``, ``prompt``, ``image`` and ``mask``
-columns are required; the others optional. An empty cell means "not given" (so a CSV row
+``human_prompt`` (``|``-separated numbers). ``concept``, ``prompt`` and ``image`` columns
+are required; the others optional (an empty or absent ``mask`` is segmented, as above). An empty cell means "not given" (so a CSV row
 cannot ask for zero distractors); blank rows are skipped; a row with more cells than the
 header is an error, a shorter row has empty trailing cells. Paths in the CSV are relative
 to the suite file, like everywhere else. The concepts stay in the TOML file.
@@ -146,7 +151,7 @@ SUITE_GATE_KEYS = tuple(SUITE_GATES)
 #: Keys of a case, in a ``[[cases]]`` table.
 CASE_KEYS = ("id", "concept", "prompt", "image", "mask", *GATE_KEYS, "human", "distractors")
 #: Fields every case needs.
-CASE_REQUIRED = ("concept", "prompt", "image", "mask")
+CASE_REQUIRED = ("concept", "prompt", "image")
 #: Keys of ``human``.
 HUMAN_KEYS = ("concept", "prompt")
 #: Columns of a cases CSV.
@@ -155,12 +160,20 @@ CSV_COLUMNS = ("id", "concept", "prompt", "image", "mask", *GATE_KEYS, "distract
 
 @dataclass(frozen=True)
 class Concept:
-    """One concept: its reference images and their masks (absolute, resolved paths)."""
+    """One concept: its reference images and their masks (absolute, resolved paths; ``None``
+    for each reference when ``reference_mask`` is left out, to be segmented with
+    :attr:`segmentation_text`)."""
 
     name: str
     subject: Optional[str]
     references: tuple[Path, ...]
-    reference_masks: tuple[Path, ...]
+    reference_masks: tuple[Optional[Path], ...]
+    segment_prompt: Optional[str] = None
+
+    @property
+    def segmentation_text(self) -> Optional[str]:
+        """What a segmenter looks for in this concept's images: ``segment_prompt``, else ``subject``."""
+        return self.segment_prompt or self.subject
 
 
 @dataclass(frozen=True)
@@ -176,7 +189,7 @@ class Case:
     concept: str
     prompt: str
     image: Path
-    mask: Path
+    mask: Optional[Path]  # None: computed by the session's segmenter
     gates: dict[str, float]
     distractors: tuple[str, ...]
     human: dict[str, tuple[float, ...]]
@@ -373,7 +386,10 @@ def _finish_case(
     where = location
     prompt = text(where, "prompt", fields["prompt"])
     image = suite_file.file(where, "image", fields["image"])
-    mask = suite_file.file(where, "mask", fields["mask"])
+    mask = suite_file.file(where, "mask", fields["mask"]) if "mask" in fields else None
+    if mask is None and concepts[concept].segmentation_text is None:
+        fail(where, f"no mask, and concept {concept!r} has neither subject nor segment_prompt to segment "
+                    "the image with: give mask = ..., or a subject")
     own_gates = {k: gate(where, k, fields[k]) for k in GATE_KEYS if k in fields}
     merged = {**suite_gates, **own_gates}
     return Case(

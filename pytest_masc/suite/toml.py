@@ -14,7 +14,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-from ..protocols.spec import PATH_KEYS, PROTOCOL_KEYS, ProtocolError, ProtocolSpec
+from ..protocols.spec import AUTO_MASKS, PATH_KEYS, PROTOCOL_KEYS, ProtocolError, ProtocolSpec
 from .csv import read_csv_cases
 from .schema import (
     CASE_KEYS,
@@ -39,7 +39,7 @@ __all__ = ["load_suite"]
 
 _TOP_KEYS = ("suite", "concepts", "cases", "protocol")
 _SUITE_KEYS = ("name", *GATE_KEYS, *SUITE_GATE_KEYS)
-_CONCEPT_KEYS = ("subject", "reference", "reference_mask")
+_CONCEPT_KEYS = ("subject", "reference", "reference_mask", "segment_prompt")
 _CASES_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*cases[ \t]*\]\]", re.MULTILINE)
 
 
@@ -113,16 +113,23 @@ def _concept(suite_file: SuiteFile, name: str, entry: Any) -> Concept:
         fail(f"{suite_file.name}, [concepts]", "a concept name must not be empty")
     entry = _table(where, f"[concepts.{name}]", entry)
     check_keys(where, entry, _CONCEPT_KEYS)
-    for key in ("reference", "reference_mask"):
-        if key not in entry:
-            fail(where, f"missing required key {key!r}")
+    if "reference" not in entry:
+        fail(where, "missing required key 'reference'")
     subject = text(where, "subject", entry["subject"]) if "subject" in entry else None
+    segment_prompt = text(where, "segment_prompt", entry["segment_prompt"]) if "segment_prompt" in entry else None
     references = _path_list(suite_file, where, "reference", entry["reference"])
+    if "reference_mask" not in entry:  # segmented with the concept's subject (--masc-segmenter)
+        if (segment_prompt or subject) is None:
+            fail(where, "missing reference_mask: give it, or a subject (or segment_prompt) to segment "
+                        "the references with --masc-segmenter")
+        return Concept(name=name, subject=subject, references=references,
+                       reference_masks=(None,) * len(references), segment_prompt=segment_prompt)
     masks = _path_list(suite_file, where, "reference_mask", entry["reference_mask"])
     if len(references) != len(masks):
         fail(where, f"reference has {len(references)} path(s) but reference_mask has {len(masks)}; "
                     "give one mask per reference")
-    return Concept(name=name, subject=subject, references=references, reference_masks=masks)
+    return Concept(name=name, subject=subject, references=references, reference_masks=masks,
+                   segment_prompt=segment_prompt)
 
 
 def _path_list(suite_file: SuiteFile, where: str, name: str, value: Any) -> tuple[Path, ...]:
@@ -144,6 +151,8 @@ def _protocol(suite_file: SuiteFile, value: Any) -> ProtocolSpec:
         if key in fields:
             fields[key] = text(where, key, fields[key])
     for key in PATH_KEYS:
+        if key == "masks" and fields.get(key) == AUTO_MASKS:
+            continue
         if key in fields:
             path = suite_file.resolve(where, key, fields[key], confined=False)
             if suite_file.check_files and not path.is_dir():
