@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import pytest
 
-from ..errors import MaSCError
+from ..errors import MaSCError, ModelLoadError
 from ..gates import Record
 from ..report import compare_baseline, concept_table, human_agreement, read_baseline, write_baseline, write_json
 from .options import Settings
@@ -37,6 +37,16 @@ def worker_index(config: Any) -> Optional[int]:
     worker_id = str(workerinput.get("workerid", "gw0"))
     digits = "".join(ch for ch in worker_id if ch.isdigit())
     return int(digits) if digits else 0
+
+
+class ModelNotLoaded(ModelLoadError):
+    """The model failed to load earlier in this session; the first failure holds the reason."""
+
+    def __init__(self, model: str, first: BaseException) -> None:
+        super().__init__(
+            f"MaSC model {model!r} is not loaded: {type(first).__name__} at the first MaSC test that needed it "
+            "(its report above says why and what to do)"
+        )
 
 
 @dataclass
@@ -77,11 +87,12 @@ class MascSession:
         return f"cuda:{index % torch.cuda.device_count()}"
 
     def model(self) -> "MaSC":
-        """The session's one ``MaSC``, loaded on first use; a load failure is re-raised each time."""
+        """The session's one ``MaSC``, loaded on first use. A load failure is explained once: the
+        first caller gets the full error, later callers a one-line :class:`ModelNotLoaded`."""
         if self._model is not None:
             return self._model
         if self._model_error is not None:
-            raise self._model_error
+            raise ModelNotLoaded(self.settings.model, self._model_error)
         from ..metric.scorer import MaSC
 
         started = time.perf_counter()
@@ -206,4 +217,4 @@ class MascSession:
         return findings
 
 
-__all__ = ["ALPHA_GATES", "MascSession", "SESSION_KEY", "worker_index"]
+__all__ = ["ALPHA_GATES", "MascSession", "ModelNotLoaded", "SESSION_KEY", "worker_index"]

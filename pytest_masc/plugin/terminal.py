@@ -26,6 +26,7 @@ def summary_lines(state: MascSession) -> list[str]:
     for table in state.protocol_tables:
         lines.append(f"protocol {table['kind']} ({table['suite']}):")
         lines += [f"  {line}" for line in table["table"].splitlines()]
+    lines += subject_absent_lines(records)
     for finding in state.suite_findings:
         lines.append(f"SUITE GATE FAILED {finding}")
     errors = [r for r in records if r.error]
@@ -34,6 +35,17 @@ def summary_lines(state: MascSession) -> list[str]:
     if any(r.failures for r in records):
         failing = sum(1 for r in records if r.failures)
         lines.append(f"{failing} case(s) below their gates")
+    return lines
+
+
+def subject_absent_lines(records: list) -> list[str]:
+    """A note naming each scored case whose subject does not occur in its prompt: nothing was
+    stripped, so its PF also scores the subject's words (passing cases say it only here)."""
+    absent = [r for r in records if r.error is None and r.subject and r.extras.get("subject_found") is False]
+    if not absent:
+        return []
+    lines = [f"note: in {len(absent)} case(s) the subject does not occur in the prompt, so nothing was stripped for PF:"]
+    lines += [f"  {r.suite} / {r.case_id}: subject {r.subject!r}, prompt {r.prompt!r}" for r in absent]
     return lines
 
 
