@@ -34,7 +34,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if not settings.enabled:
         return
     if settings.update_baseline and settings.baseline is None:
-        raise pytest.UsageError("--masc-update-baseline needs --masc-baseline PATH to write to")
+        raise pytest.UsageError("--masc-update-baseline needs --masc-baseline=PATH to write to")
     workers = config.getoption("numprocesses", None) if config.pluginmanager.hasplugin("xdist") else None
     if isinstance(workers, int) and workers > 1 and not hasattr(config, "workerinput"):
         if settings.update_baseline:
