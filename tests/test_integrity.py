@@ -169,3 +169,37 @@ def test_masc_option_value_written_with_a_space_warns(pytester, tiny_model_dir):
     ])
     quiet = pytester.runpytest(f"--masc-model={tiny_model_dir}", "-p", "no:cacheprovider")
     assert "PytestConfigWarning" not in quiet.stdout.str()
+
+
+# --------------------------------------------------------------------------- the paper table's normalisation
+
+
+def test_pooled_column_normalises_over_all_units_and_says_so(tmp_path):
+    import numpy as np
+
+    from pytest_masc import Score
+    from pytest_masc.agreement import human_alpha, krippendorff_alpha
+    from pytest_masc.protocols import evaluate_dreambench, format_table, load_dreambench_plus
+    from pytest_masc.protocols.tables import POOLED
+    from pytest_masc.testing.datasets import write_dreambench_fixture
+
+    tree = write_dreambench_fixture(tmp_path)
+    data = load_dreambench_plus(tree.root, tree.masks)
+    rng = np.random.default_rng(0)
+    # emu2 scores sit far above blip_diffusion's: per-method and pooled normalisations differ
+    cp = np.nanmean(data.ratings["concept"], axis=0) / 4 + rng.normal(0, 0.2, len(data)) + (data.method_of == "emu2")
+    scores = [Score(concept=float(c), prompt=0.0, global_concept=0.0, global_prompt=0.0) for c in cp]
+    rows = evaluate_dreambench(data, scores, n_resamples=50)
+    cell = {(r.dimension, r.metric, r.column): r.estimate.value for r in rows}
+    ratings = data.ratings["concept"]
+    everything = (cp - cp.min()) / (cp.max() - cp.min())  # the paper: over all samples
+    assert cell[("concept", "MaSC CP", POOLED)] == pytest.approx(human_alpha(everything, ratings))
+    emu2 = data.method_of == "emu2"
+    assert cell[("concept", "MaSC CP", "emu2")] == pytest.approx(human_alpha(cp[emu2], ratings[:, emu2]))
+    globally = np.mean([krippendorff_alpha(np.vstack([everything[emu2], group[emu2] / 4])) for group in ratings])
+    assert cell[("concept", "MaSC CP", "emu2")] != pytest.approx(globally)  # what the column does not do
+    table = format_table(rows)
+    assert table.endswith(
+        "metric min-max normalised over all of a table's units in the pooled column, as in the paper; "
+        "within the method's units in a method's column"
+    )

@@ -81,3 +81,11 @@ def test_suite_path_rule_reads_as_the_error_says(tmp_path):
     else:
         raise AssertionError("a path out of the suite's directory was accepted")
     assert " ".join(quoted.group(1).split()) in message and quoted.group(2) in message
+
+
+def test_protocol_table_example_states_the_normalisation_the_code_prints():
+    from pytest_masc.protocols.tables import NORMALISATION_NOTE
+
+    table = next(block for block in _blocks("text") if "Krippendorff's alpha vs. human ratings" in block)
+    assert NORMALISATION_NOTE in table.splitlines()
+    assert "normalises each metric over all samples" in README and "**pooled** column" in README
