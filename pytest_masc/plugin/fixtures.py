@@ -31,6 +31,7 @@ def relative_to_dir(value: Any, directory: Path) -> Any:
 def confined_to_dir(value: Any, directory: Path, name: str) -> Any:
     """:func:`relative_to_dir` for a reference path, which must stay inside the test file's
     directory, as a suite's paths stay inside the suite's directory."""
+    __tracebackhide__ = True
     path = relative_to_dir(value, directory)
     if not isinstance(path, Path):
         return path
@@ -57,11 +58,12 @@ class MascCheck:
         marker = request.node.get_closest_marker("masc")
         self.options: dict[str, Any] = dict(marker.kwargs) if marker else {}
         self._checks = 0
+        self._calls = 0
 
     @property
-    def checks(self) -> int:
-        """How many times ``check()`` scored an image in this test."""
-        return self._checks
+    def calls(self) -> int:
+        """How many times the test called ``check()`` (including calls that raised)."""
+        return self._calls
 
     @property
     def model(self) -> "MaSC":
@@ -80,6 +82,7 @@ class MascCheck:
             The :class:`~pytest_masc.Score` (CP averaged over references when several).
         """
         __tracebackhide__ = True
+        self._calls += 1
         problem = validate_masc_kwargs(overrides, "masc.check()")
         if problem:
             raise TypeError(problem)
@@ -111,6 +114,7 @@ class MascCheck:
 
     def _inputs(self, options: dict[str, Any], image: Any, mask: Any) -> ScoredInputs:
         """References, their masks, the image and its mask, paths relative to the test file."""
+        __tracebackhide__ = True
         test_dir = Path(self._request.node.path).parent
         references = [confined_to_dir(r, test_dir, "reference") for r in as_list(options.get("reference"))]
         reference_masks = [confined_to_dir(m, test_dir, "reference_mask") for m in as_list(options.get("reference_mask"))]
@@ -163,7 +167,7 @@ def unchecked_reason(item: pytest.Item) -> Optional[str]:
     if not item.config.stash[SESSION_KEY].settings.enabled:
         return None
     checker = getattr(item, "funcargs", {}).get("masc")
-    if isinstance(checker, MascCheck) and checker.checks > 0:
+    if isinstance(checker, MascCheck) and checker.calls > 0:
         return None
     how = "never called masc.check()" if isinstance(checker, MascCheck) else "does not use the masc fixture"
     return (
