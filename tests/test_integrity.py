@@ -97,7 +97,8 @@ def test_suite_file_named_without_masc_is_skipped(pytester, suite_dir):
 # --------------------------------------------------------------------------- the model
 
 
-def test_model_that_cannot_load_is_explained_once(pytester, suite_dir, tmp_path):
+@pytest.mark.parametrize("model", ["missing-directory", "google/siglip2-so400m-patch16-naflex"])
+def test_model_that_cannot_load_is_explained_once(pytester, suite_dir, tmp_path, monkeypatch, model):
     pytester.makepyfile(test_gate=textwrap.dedent("""
         import pytest
 
@@ -105,13 +106,19 @@ def test_model_that_cannot_load_is_explained_once(pytester, suite_dir, tmp_path)
         def test_zz_gate(masc):
             masc.check(image="out/beach.png", mask="out/beach_mask.png", prompt="a dog on the beach")
     """))
-    missing = tmp_path / "no-such-model"
-    result = pytester.runpytest("--masc", f"--masc-model={missing}", "-p", "no:cacheprovider")
+    runner = pytester.runpytest
+    if model == "missing-directory":
+        model, explanation = str(tmp_path / "no-such-model"), f"the directory {tmp_path / 'no-such-model'} does not exist"
+    else:  # in a subprocess, so that the hub library reads the empty cache and offline mode
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+        runner, explanation = pytester.runpytest_subprocess, f"`hf download {model}`"
+    result = runner("--masc", f"--masc-model={model}", "-p", "no:cacheprovider")
     result.assert_outcomes(failed=4)
     output = result.stdout.str()
-    assert output.count(f"the directory {missing} does not exist") == 1
-    assert output.count(f"MaSC model {str(missing)!r} is not loaded: ModelLoadError at the first MaSC test") == 3
-    assert "Repo id must be in the form" not in output
+    assert output.count(explanation) == 1
+    assert output.count(f"MaSC model {model!r} is not loaded: ModelLoadError at the first MaSC test") == 3
+    assert "Repo id must be in the form" not in output and "couldn't connect" not in output
     assert "MaSC error in masc_dogs.toml" not in output  # the model's fault is not blamed on a case
 
 
