@@ -210,3 +210,37 @@ def test_pooled_column_normalises_over_all_units_and_says_so(tmp_path):
         "metric min-max normalised over all of a table's units in the pooled column, as in the paper; "
         "within the method's units in a method's column"
     )
+
+
+def test_progress_line_is_cleared_when_scoring_fails(pytester, suite_dir, tiny_model_dir):
+    pytester.makeconftest(textwrap.dedent("""
+        from pytest_masc.errors import DeviceError
+        from pytest_masc.metric.scorer import MaSC
+
+        ORIGINAL = MaSC.score_many
+
+        def half_then_fail(self, samples, progress=None, **kwargs):
+            progress(1, 2)
+            raise DeviceError("out of memory halfway (simulated)")
+
+        class Terminal:
+            # pytest's isatty: a bool that can be called
+
+            def __bool__(self):
+                return True
+
+            def __call__(self):
+                return True
+
+        def pytest_sessionstart(session):
+            session.config.pluginmanager.get_plugin("terminalreporter").isatty = Terminal()  # draw the progress line
+            MaSC.score_many = half_then_fail
+
+        def pytest_sessionfinish(session):
+            MaSC.score_many = ORIGINAL
+    """))
+    result = run(pytester, tiny_model_dir)
+    result.assert_outcomes(failed=3)
+    lines = result.stdout.lines  # split at each "\r" too
+    drawn = next(n for n, line in enumerate(lines) if line.endswith("MaSC masc_dogs.toml: [############............] 1/2 images"))
+    assert lines[drawn + 1] == " " * 80  # "\r", blanks, "\r": the line is wiped
