@@ -557,7 +557,7 @@ def test_subject_missing_from_prompt_and_long_prompt_are_reported(pytester, suit
     (["--masc-max-patches=0"], "*--masc-max-patches must be positive, got 0*"),
     (["--masc-max-patches=many"], "*--masc-max-patches / masc_max_patches: 'many' is not a valid int*"),
     (["--masc-max-drop=-0.1"], "*--masc-max-drop must be >= 0*"),
-    (["--masc-update-baseline"], "*--masc-update-baseline needs --masc-baseline PATH*"),
+    (["--masc-update-baseline"], "*--masc-update-baseline needs --masc-baseline=PATH*"),
 ])
 def test_bad_option_values_are_usage_errors(pytester, tiny_model_dir, args, message):
     result = run(pytester, tiny_model_dir, *args)

@@ -504,7 +504,7 @@ def test_parallel_encode_streams_give_the_same_scores(tiny_model_dir, mixed_samp
     and leave torch's thread count as it was: after a run and after a run that raised."""
     single = MaSC.from_pretrained(tiny_model_dir, device="cpu", batch_size=2, encode_streams=1)
     parallel = MaSC.from_pretrained(tiny_model_dir, device="cpu", batch_size=2, encode_streams=streams)
-    assert parallel.stream_threads == 1  # the run does change the count: 2 threads / 2 or 3 streams
+    assert parallel.concurrency.stream_threads == 1  # the run does change the count: 2 threads / 2 or 3 streams
     expected = single.score_many(mixed_samples)
     got = parallel.score_many(mixed_samples)
     assert torch.get_num_threads() == two_torch_threads

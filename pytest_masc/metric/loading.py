@@ -63,24 +63,46 @@ def resolve_dtype(dtype: Optional[str | torch.dtype], device: torch.device) -> t
     return getattr(torch, DTYPE_ALIASES[key])
 
 
-def load_error(model_id: str, revision: Optional[str], error: BaseException) -> ModelLoadError:
-    """A :class:`ModelLoadError` for a checkpoint that failed to load, with what to do about it."""
+def load_error(model_id: str, revision: Optional[str], error: BaseException, *, offline: bool = False) -> ModelLoadError:
+    """A :class:`ModelLoadError` for a checkpoint that failed to load, with what to do about it.
+
+    ``offline``: the hub was not to be contacted (``HF_HUB_OFFLINE=1`` or ``local_files_only``),
+    so the reason is the missing cache entry, not a failed connection.
+    """
     at = f" at revision {revision!r}" if revision else ""
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    reason = str(error).strip().splitlines()[0].rstrip(" .") if str(error).strip() else type(error).__name__
     looks_local = model_id.startswith((".", "/", "~")) or os.sep in model_id.strip("/").split("/", 1)[-1]
     if looks_local or os.path.isdir(model_id):
+        directory = os.path.abspath(os.path.expanduser(model_id))
+        if not os.path.exists(directory):
+            return ModelLoadError(
+                f"cannot load the SigLIP2 checkpoint {model_id!r}: the directory {directory} does not exist. "
+                "Give a directory holding a Siglip2Model saved with save_pretrained, or a hub id such as "
+                "google/siglip2-so400m-patch16-naflex."
+            )
+        if not os.path.isdir(directory):
+            return ModelLoadError(
+                f"cannot load the SigLIP2 checkpoint {model_id!r}: {directory} is a file; give the checkpoint's "
+                "directory (config.json, model.safetensors, processor and tokenizer files)."
+            )
         return ModelLoadError(
             f"cannot load the SigLIP2 checkpoint {model_id!r}{at}: {reason}. "
             "The directory must hold a Siglip2Model saved with save_pretrained "
             "(config.json, model.safetensors, processor and tokenizer files)."
         )
+    if offline:
+        where = (
+            "the hub is switched off (HF_HUB_OFFLINE=1 or local_files_only) and its files are not in the local "
+            "Hugging Face cache"
+        )
+    else:
+        where = f"{reason}. Its weights are neither in the local Hugging Face cache nor reachable"
     return ModelLoadError(
-        f"cannot load the SigLIP2 checkpoint {model_id!r}{at}: {reason}. "
-        "Its weights are neither in the local Hugging Face cache nor reachable. "
+        f"cannot load the SigLIP2 checkpoint {model_id!r}{at}: {where}. "
         f"Pre-download them where the hub is reachable with `hf download {model_id}` "
         "(the google/siglip2 checkpoints may ask you to accept their license and "
         "`hf auth login` first; share the cache through HF_HOME), or point at a local "
-        "directory: MaSC.from_pretrained('/path/to/checkpoint') or --masc-model /path/to/checkpoint."
+        "directory: MaSC.from_pretrained('/path/to/checkpoint') or --masc-model=/path/to/checkpoint."
     )
 
 
@@ -151,10 +173,11 @@ def load_backbone(
     resolved_device = resolve_device(device)
     resolved_dtype = resolve_dtype(dtype, resolved_device)
     hub = dict(revision=revision, local_files_only=local_files_only, cache_dir=cache_dir)
+    offline = local_files_only or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
     try:
         config = AutoConfig.from_pretrained(model_id, **hub)
     except Exception as error:  # hub, network and file errors come in many types
-        raise load_error(model_id, revision, error) from error
+        raise load_error(model_id, revision, error, offline=offline) from error
     model_type = getattr(config, "model_type", None)
     if model_type not in ("siglip2", "siglip"):
         raise ModelLoadError(
@@ -168,7 +191,7 @@ def load_backbone(
         image_processor = processor_class.from_pretrained(model_id, **hub)
         tokenizer = AutoTokenizer.from_pretrained(model_id, **hub)
     except Exception as error:
-        raise load_error(model_id, revision, error) from error
+        raise load_error(model_id, revision, error, offline=offline) from error
     problem = fixed_resolution_problem(model.vision_model.config, image_processor) if model_type == "siglip" else None
     if problem:
         raise ModelLoadError(f"{model_id!r}: {problem}")

@@ -12,9 +12,10 @@ import pytest
 from ..suite import is_suite_file
 from .collect import MascCaseItem, MascProtocolItem, MascSuiteFile
 from .fixtures import masc, masc_model, masc_segmenter  # noqa: F401  (fixtures the plugin provides)
+from .fixtures import unchecked_reason
 from .markers import GATES_OFF, register_markers, validate_marker
 from .masks import SessionSegmenter
-from .options import Settings, add_options
+from .options import Settings, add_options, values_taken_as_test_paths
 from .session import SESSION_KEY, MascSession
 from .html_report import install as install_html_report
 from .terminal import SessionGateReport, closing_counts, finish_session, summary_lines
@@ -30,13 +31,15 @@ def pytest_configure(config: pytest.Config) -> None:
     register_markers(config)
     settings = Settings.from_config(config)
     state = config.stash[SESSION_KEY] = MascSession(config=config, settings=settings)
+    for message in values_taken_as_test_paths(config):
+        config.issue_config_time_warning(pytest.PytestConfigWarning(message), stacklevel=2)
     if not settings.enabled:
         return
     if settings.segmenter is not None:  # loads when the first mask is needed
         state.segmenter = SessionSegmenter(settings.segmenter, threshold=settings.segmenter_threshold,
                                            dtype=settings.dtype, device=state.device)
     if settings.update_baseline and settings.baseline is None:
-        raise pytest.UsageError("--masc-update-baseline needs --masc-baseline PATH to write to")
+        raise pytest.UsageError("--masc-update-baseline needs --masc-baseline=PATH to write to")
     install_html_report(config)  # pytest-html with --html: MaSC summary and failure panels in the report
     workers = config.getoption("numprocesses", None) if config.pluginmanager.hasplugin("xdist") else None
     if isinstance(workers, int) and workers > 1 and not hasattr(config, "workerinput"):
@@ -60,7 +63,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
-    if parent.config.stash[SESSION_KEY].settings.enabled and is_suite_file(file_path):
+    """Suite files with ``--masc``; without it only a suite file named on the command line or
+    in ``testpaths``, whose cases are then skipped ("pass --masc")."""
+    if not is_suite_file(file_path):
+        return None
+    if parent.config.stash[SESSION_KEY].settings.enabled or parent.session.isinitpath(file_path):
         return MascSuiteFile.from_parent(parent, path=file_path)
     return None
 
@@ -82,8 +89,20 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
                 raise pytest.UsageError(problem)
             if not settings.enabled:
                 item.add_marker(skip)
+        elif not settings.enabled and isinstance(item, (MascCaseItem, MascProtocolItem)):
+            item.add_marker(skip)
         if grouped and isinstance(item, MascCaseItem):
             item.add_marker(pytest.mark.xdist_group(name=f"{XDIST_GROUP_PREFIX}{item.path.name}"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """Fail a ``@pytest.mark.masc`` test that passed without calling ``masc.check()``."""
+    result = yield
+    reason = unchecked_reason(item)
+    if reason:
+        pytest.fail(reason, pytrace=False)
+    return result
 
 
 @pytest.hookimpl(tryfirst=True)

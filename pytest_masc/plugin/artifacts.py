@@ -1,4 +1,4 @@
-"""Failure panels (``--masc-artifacts DIR``): reference + mask, output + mask, and the map of
+"""Failure panels (``--masc-artifacts=DIR``): reference + mask, output + mask, and the map of
 each reference patch's best-match cosine in the output (CP's per-patch terms)."""
 from __future__ import annotations
 

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import pytest
 
-from ..errors import InputError, MaSCError, PromptTruncatedWarning, SuiteError
+from ..errors import InputError, MaSCError, ModelLoadError, PromptTruncatedWarning, SuiteError
 from ..gates import Record
 from ..protocols.spec import ProtocolSpec
-from ..suite import Case, Concept, Suite, load_suite
+from ..suite import Case, Concept, Suite, load_suite, missing_files
 from ..types import Sample
 from .masks import MaskedInputs, MaskNeeds, fill_masks, protocol_masks
 from .session import SESSION_KEY, MascSession
@@ -29,11 +29,12 @@ MASK_CACHE = ".masc-masks"
 
 class MascSuiteFile(pytest.File):
     """A ``masc_*.toml`` file: parsed and validated at collection, one item per case. It
-    scores its cases in one batch, when the first of them runs."""
+    scores its cases in one batch, when the first of them runs. Missing image and mask files
+    are not collection errors: each fails its own case when it runs."""
 
     def collect(self):
         try:
-            suite = load_suite(self.path)
+            suite = load_suite(self.path, check_files=False)
         except SuiteError as error:
             raise self.CollectError(f"MaSC suite error: {error}") from None
         unmasked = _first_unmasked(suite)
@@ -62,7 +63,10 @@ class MascSuiteFile(pytest.File):
         scored with it, in one ``score_many`` batch."""
         if item.nodeid not in self._scores:
             selected = set(self.session.items)
-            batch = [case for case in self.cases if case in selected and case.nodeid not in self._scores] or [item]
+            batch = [
+                case for case in self.cases
+                if case in selected and case.nodeid not in self._scores and not case.missing_files()
+            ] or [item]
             self._score_batch(batch)
         result = self._scores[item.nodeid]
         if isinstance(result, BaseException):
@@ -145,9 +149,16 @@ class MascCaseItem(pytest.Item):
             for reference, reference_mask in zip(inputs.references, inputs.reference_masks)
         ]
 
+    def missing_files(self) -> list[str]:
+        """Why the case's files cannot be read: references, masks, image (empty: they exist)."""
+        return missing_files(self.suite, self.case)
+
     def runtest(self) -> None:
         session = self.config.stash[SESSION_KEY]
         try:
+            problems = self.missing_files()
+            if problems:
+                raise InputError("; ".join(problems))
             scores = self.parent.scores(self)
         except MaSCError as error:
             record = self._record()
@@ -181,12 +192,14 @@ class MascCaseItem(pytest.Item):
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, MascGateFailure):
             return str(excinfo.value)
+        if isinstance(excinfo.value, ModelLoadError):  # the model's fault, not the case's
+            return f"MaSC model error: {excinfo.value}"
         if isinstance(excinfo.value, MaSCError):
             return f"MaSC error in {self.case.location}: {excinfo.value}"
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self):
-        return self.path, None, f"{self.suite.name}::{self.case.id}"
+        return self.path, 0, f"{self.suite.name}::{self.case.id}"  # a line: skip reports need one
 
 
 class MascProtocolFailure(AssertionError):
@@ -236,7 +249,7 @@ class MascProtocolItem(pytest.Item):
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self):
-        return self.path, None, f"{self.suite_name}::{self.protocol.kind}"
+        return self.path, 0, f"{self.suite_name}::{self.protocol.kind}"
 
 
 def _first_unmasked(suite: Suite) -> Optional[str]:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import pytest
 
-from ..errors import MaSCError
+from ..errors import InputError, MaSCError
 from ..gates import GATES, Record
 from ..types import Sample
 from .markers import GATES_OFF, as_list, validate_masc_kwargs
@@ -29,6 +29,23 @@ def relative_to_dir(value: Any, directory: Path) -> Any:
     return value
 
 
+def confined_to_dir(value: Any, directory: Path, name: str) -> Any:
+    """:func:`relative_to_dir` for a reference path, which must stay inside the test file's
+    directory, as a suite's paths stay inside the suite's directory."""
+    __tracebackhide__ = True
+    path = relative_to_dir(value, directory)
+    if not isinstance(path, Path):
+        return path
+    root, resolved = directory.resolve(), path.resolve()
+    if not resolved.is_relative_to(root):
+        raise InputError(
+            f"{name} {str(value)!r} escapes the test file's directory {root} (resolves to {resolved}); "
+            "reference paths must stay inside the test file's directory, as suite paths stay inside the "
+            f"suite's: copy or move the file under {root}, or pass the image itself (a PIL image or an array)"
+        )
+    return path
+
+
 class MascCheck:
     """The ``masc`` fixture: scores a generated image against the test's reference and gates it.
 
@@ -42,6 +59,12 @@ class MascCheck:
         marker = request.node.get_closest_marker("masc")
         self.options: dict[str, Any] = dict(marker.kwargs) if marker else {}
         self._checks = 0
+        self._calls = 0
+
+    @property
+    def calls(self) -> int:
+        """How many times the test called ``check()`` (including calls that raised)."""
+        return self._calls
 
     @property
     def model(self) -> "MaSC":
@@ -60,6 +83,7 @@ class MascCheck:
             The :class:`~pytest_masc.Score` (CP averaged over references when several).
         """
         __tracebackhide__ = True
+        self._calls += 1
         problem = validate_masc_kwargs(overrides, "masc.check()")
         if problem:
             raise TypeError(problem)
@@ -95,9 +119,10 @@ class MascCheck:
         """References, their masks, the image and its mask, paths relative to the test file;
         missing masks computed by the ``masc_segmenter`` fixture. Also returns the JSON
         entries of the masks the session's segmenter computed."""
+        __tracebackhide__ = True
         test_dir = Path(self._request.node.path).parent
-        references = [relative_to_dir(r, test_dir) for r in as_list(options.get("reference"))]
-        reference_masks = [relative_to_dir(m, test_dir) for m in as_list(options.get("reference_mask"))]
+        references = [confined_to_dir(r, test_dir, "reference") for r in as_list(options.get("reference"))]
+        reference_masks = [confined_to_dir(m, test_dir, "reference_mask") for m in as_list(options.get("reference_mask"))]
         if not references:
             raise TypeError("no reference image: give @pytest.mark.masc(reference=..., reference_mask=...)")
         if not reference_masks and self._segmenter is not None:
@@ -153,6 +178,23 @@ class MascCheck:
             human={k: [float(x) for x in as_list(v)] for k, v in (options.get("human") or {}).items()},
             check_index=self._checks - 1,
         )
+
+
+def unchecked_reason(item: pytest.Item) -> Optional[str]:
+    """Why a ``@pytest.mark.masc`` test that ran with ``--masc`` gated nothing (it never called
+    ``masc.check()``), or ``None`` when it did or is not such a test."""
+    if not isinstance(item, pytest.Function) or item.get_closest_marker("masc") is None:
+        return None
+    if not item.config.stash[SESSION_KEY].settings.enabled:
+        return None
+    checker = getattr(item, "funcargs", {}).get("masc")
+    if isinstance(checker, MascCheck) and checker.calls > 0:
+        return None
+    how = "never called masc.check()" if isinstance(checker, MascCheck) else "does not use the masc fixture"
+    return (
+        f"{item.nodeid} is marked @pytest.mark.masc but {how}: nothing was scored or gated and no record "
+        "was written. Call masc.check(image=..., mask=..., prompt=...) in the test, or remove the marker."
+    )
 
 
 def _session(request: pytest.FixtureRequest) -> MascSession:

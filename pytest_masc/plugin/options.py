@@ -117,6 +117,29 @@ class Settings:
         )
 
 
+def values_taken_as_test_paths(config: pytest.Config) -> list[str]:
+    """Warnings for ``--masc-* VALUE`` written with a space where VALUE is an existing path:
+    pytest reads the arguments for test paths before it knows the plugin's options, so it
+    picks the rootdir (and the ini file) from VALUE too. ``--masc-model=VALUE`` is safe."""
+    args = [str(arg) for arg in config.invocation_params.args]
+    flags = {"--masc-" + name.replace("_", "-") for name in OPTIONS}
+    warnings = []
+    for flag, value in zip(args, args[1:]):
+        if flag not in flags or value.startswith("-"):
+            continue
+        candidate = Path(value).expanduser()
+        if not candidate.is_absolute():
+            candidate = Path(config.invocation_params.dir) / candidate
+        if candidate.exists():
+            ini = config.inipath or "none"
+            warnings.append(
+                f"{flag} {value}: pytest also took {value!r} for a test path when choosing the rootdir "
+                f"(rootdir: {config.rootpath}, ini file: {ini}), so pytest.ini / pyproject.toml settings may be "
+                f"ignored; write {flag}={value}"
+            )
+    return warnings
+
+
 def _option_value(config: pytest.Config, name: str) -> Any:
     """The command line's value, else the ini key's, else the default; converted to its type."""
     ini, kind, default, _help = OPTIONS[name]

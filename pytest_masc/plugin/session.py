@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import pytest
 
-from ..errors import MaSCError
+from ..errors import MaSCError, ModelLoadError
 from ..gates import Record
 from .options import Settings
 
@@ -32,6 +32,16 @@ def worker_index(config: Any) -> Optional[int]:
     worker_id = str(workerinput.get("workerid", "gw0"))
     digits = "".join(ch for ch in worker_id if ch.isdigit())
     return int(digits) if digits else 0
+
+
+class ModelNotLoaded(ModelLoadError):
+    """The model failed to load earlier in this session; the first failure holds the reason."""
+
+    def __init__(self, model: str, first: BaseException) -> None:
+        super().__init__(
+            f"MaSC model {model!r} is not loaded: {type(first).__name__} at the first MaSC test that needed it "
+            "(its report above says why and what to do)"
+        )
 
 
 @dataclass
@@ -74,11 +84,12 @@ class MascSession:
         return f"cuda:{index % torch.cuda.device_count()}"
 
     def model(self) -> "MaSC":
-        """The session's one ``MaSC``, loaded on first use; a load failure is re-raised each time."""
+        """The session's one ``MaSC``, loaded on first use. A load failure is explained once: the
+        first caller gets the full error, later callers a one-line :class:`ModelNotLoaded`."""
         if self._model is not None:
             return self._model
         if self._model_error is not None:
-            raise self._model_error
+            raise ModelNotLoaded(self.settings.model, self._model_error)
         from ..metric.scorer import MaSC
 
         started = time.perf_counter()
@@ -143,4 +154,4 @@ class MascSession:
             self.worker_runs.append(run)
 
 
-__all__ = ["MascSession", "SESSION_KEY", "worker_index"]
+__all__ = ["MascSession", "ModelNotLoaded", "SESSION_KEY", "worker_index"]

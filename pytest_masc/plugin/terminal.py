@@ -67,7 +67,8 @@ def summary_lines(state: "MascSession") -> list[str]:
         return []
     report, evaluation = state.finished
     lines = report_lines(report, evaluation, baseline_written=state.baseline_written)
-    return lines[:1] + segmenter_lines(state.worker_runs) + lines[1:]  # after the run line
+    notes = subject_absent_lines(state.sorted_records())
+    return lines[:1] + segmenter_lines(state.worker_runs) + lines[1:] + notes  # segmenter after the run line
 
 
 def closing_counts(state: "MascSession") -> list[tuple[int, str]]:
@@ -103,6 +104,17 @@ def segmenter_lines(runs: list[dict[str, Any]]) -> list[str]:
         f"{sum(r['segmented'] for r in loaded)} masks computed{processes}, "
         f"{sum(r['seconds'] for r in loaded):.1f} s"
     ]
+
+
+def subject_absent_lines(records: list) -> list[str]:
+    """A note naming each scored case whose subject does not occur in its prompt: nothing was
+    stripped, so its PF also scores the subject's words (passing cases say it only here)."""
+    absent = [r for r in records if r.error is None and r.subject and r.extras.get("subject_found") is False]
+    if not absent:
+        return []
+    lines = [f"note: in {len(absent)} case(s) the subject does not occur in the prompt, so nothing was stripped for PF:"]
+    lines += [f"  {r.suite} / {r.case_id}: subject {r.subject!r}, prompt {r.prompt!r}" for r in absent]
+    return lines
 
 
 class ProgressLine:

@@ -55,7 +55,11 @@ def evaluate_dreambench(
     units where PF applies (not style subjects). Each cell is
     :func:`~pytest_masc.agreement.human_alpha` (metric min-max normalised over the cell's
     units, ratings / 4, two-rater interval alpha per group, mean over groups) with a
-    percentile bootstrap CI over the cell's units. With two or more groups a
+    percentile bootstrap CI over the cell's units. The normalisation scope follows from the
+    cell: the ``"pooled"`` column normalises over every unit of the dimension, all methods
+    together, as the paper does; a method's column normalises within that method's units, so
+    it does not depend on the other methods' scores (and the columns do not average to the
+    pooled figure). With two or more groups a
     ``"human-human"`` row gives the inter-group alpha (the ceiling).
 
     Args:

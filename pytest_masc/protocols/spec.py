@@ -1,5 +1,5 @@
 """Which benchmark protocol to run, on which data: one :class:`ProtocolSpec` for both the
-``--masc-protocol KIND=ROOT[,key=value...]`` option and a suite file's ``[protocol]`` table.
+``--masc-protocol=KIND=ROOT[,key=value...]`` option and a suite file's ``[protocol]`` table.
 
 Each source only splits its own syntax into fields; :meth:`ProtocolSpec.from_fields` is the
 one validation of kinds, keys and values. Imports nothing heavy.

@@ -10,6 +10,11 @@ from ..stats.agreement import format_estimate
 
 #: the column of every method's units together
 POOLED = "pooled"
+#: how each column normalises the metric before alpha (printed under the table)
+NORMALISATION_NOTE = (
+    "metric min-max normalised over all of a table's units in the pooled column, as in the paper; "
+    "within the method's units in a method's column"
+)
 #: the row of the inter-group human alpha (the ceiling)
 HUMAN_CEILING = "human-human"
 DIMENSION_TITLES = {"concept": "Concept preservation", "prompt": "Prompt following"}
@@ -50,7 +55,8 @@ def _markdown(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]
 
 def format_table(rows: Sequence[Row], confidence: float = 0.95) -> str:
     """A paper-style table: one Markdown table per dimension, metrics as rows, methods and
-    ``pooled`` as columns, cells ``alpha [low, high]`` (``n/a`` where undefined)."""
+    ``pooled`` as columns, cells ``alpha [low, high]`` (``n/a`` where undefined), and a line
+    saying over which units each column normalises the metric."""
     if not rows:
         return "(no rows)"
     lines = [f"Krippendorff's alpha vs. human ratings ({confidence:.0%} bootstrap CI)"]
@@ -65,7 +71,7 @@ def format_table(rows: Sequence[Row], confidence: float = 0.95) -> str:
         header = [DIMENSION_TITLES.get(dimension, dimension)] + [f"{c} (n={units.get(c, 0)})" for c in columns]
         body = [[metric] + [cells.get((metric, c), "") for c in columns] for metric in metrics]
         lines += ["", *_markdown(header, body)]
-    return "\n".join(lines)
+    return "\n".join([*lines, "", NORMALISATION_NOTE])
 
 
 def format_identity(result: Mapping[str, Any]) -> str:

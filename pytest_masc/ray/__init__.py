@@ -241,7 +241,7 @@ class ModelOptions:
     local_files_only: bool = False
 
     def load(self):
-        from ..scorer import MaSC
+        from ..metric.scorer import MaSC
 
         return MaSC.from_pretrained(
             self.model, revision=self.revision, device=self.device, dtype=self.dtype,

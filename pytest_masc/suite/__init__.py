@@ -6,7 +6,7 @@ The format, with every validation rule, is documented in :mod:`pytest_masc.suite
 from __future__ import annotations
 
 from ..protocols.spec import PROTOCOL_KINDS
-from .schema import CSV_COLUMNS, GATE_KEYS, SUITE_GATE_KEYS, Case, Concept, Suite, is_suite_file
+from .schema import CSV_COLUMNS, GATE_KEYS, SUITE_GATE_KEYS, Case, Concept, Suite, is_suite_file, missing_files
 from .toml import load_suite
 
 __all__ = [
@@ -19,4 +19,5 @@ __all__ = [
     "Suite",
     "is_suite_file",
     "load_suite",
+    "missing_files",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 from .schema import (
@@ -36,10 +37,11 @@ def _read_rows(path: Path, csv_name: str) -> list[Row]:
     previous_end = 0
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
-            for row in reader:
-                rows.append((previous_end + 1, row))
-                previous_end = reader.line_num
+            text = handle.read()
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text.partition("\n")[0]))
+        for row in reader:
+            rows.append((previous_end + 1, row))
+            previous_end = reader.line_num
     except UnicodeDecodeError as error:
         fail(csv_name, f"not UTF-8 text ({error})")
     except csv.Error as error:
@@ -47,6 +49,16 @@ def _read_rows(path: Path, csv_name: str) -> list[Row]:
     if not rows:
         fail(csv_name, "the cases CSV is empty (expected a header row naming the columns)")
     return rows
+
+
+def _delimiter(header_line: str) -> str:
+    """The cell separator: ``,`` unless the header splits into known column names only at
+    ``;`` or a tab (spreadsheets in many locales save semicolon-separated "CSV")."""
+    for delimiter in (",", ";", "\t"):
+        cells = [cell.strip().strip('"').strip() for cell in header_line.split(delimiter)]
+        if len(cells) > 1 and all(cell in CSV_COLUMNS for cell in cells):
+            return delimiter
+    return ","
 
 
 def _columns(header: Row, csv_name: str) -> list[str]:
@@ -58,6 +70,9 @@ def _columns(header: Row, csv_name: str) -> list[str]:
         if not column:
             fail(where, f"header cell {number} is empty; every column needs a name")
         if column not in CSV_COLUMNS:
+            if ";" in column or "\t" in column:
+                fail(where, f"unknown column {column!r}: the header must name known columns separated by "
+                            f"commas, semicolons or tabs (known: {', '.join(CSV_COLUMNS)})")
             fail(where, f"unknown column {column!r}{did_you_mean(column, CSV_COLUMNS)}")
         if columns.count(column) > 1:
             fail(where, f"column {column!r} appears more than once")

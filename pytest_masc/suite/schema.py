@@ -88,7 +88,11 @@ Paths
     Relative paths are joined to the suite file's directory; absolute paths are allowed.
     After resolving ``..`` and symlinks, every reference, mask, image and the cases CSV must
     lie inside the suite file's directory (its real location), so a suite stays
-    self-contained. With ``check_files=True`` (the default) each must be an existing file.
+    self-contained; a path that leaves it (``../refs/dog.png``) is an error: copy the file
+    under the suite's directory, or move the suite file up. With ``check_files=True`` (the
+    default) each must be an existing file; the pytest plugin loads with ``check_files=False``
+    and fails a case whose files are missing when it runs (:func:`missing_files`), so the
+    other cases still run.
     ``[protocol]`` paths (``root``, ``masks``) name external datasets: they are resolved the
     same way but may lie anywhere; with ``check_files=True`` they must be existing
     directories.
@@ -97,8 +101,9 @@ Cases in a CSV file
 ===================
 
 Instead of ``[[cases]]`` tables a suite may say, at the top level, ``cases = "cases.csv"``
-(a string). The CSV is UTF-8 (a BOM is fine), comma-separated with ``"`` quoting, and its
-first row names the columns: ``id``, ``concept``, ``prompt``, ``image``, ``mask``, the case
+(a string). The CSV is UTF-8 (a BOM is fine), comma-separated with ``"`` quoting (a header
+that splits into known columns only at ``;`` or tabs makes the file semicolon- or
+tab-separated, as spreadsheets save it in many locales), and its first row names the columns: ``id``, ``concept``, ``prompt``, ``image``, ``mask``, the case
 gates (``min_concept`` …), ``distractors`` (``|``-separated prompts), ``human_concept`` and
 ``human_prompt`` (``|``-separated numbers). ``concept``, ``prompt`` and ``image`` columns
 are required; the others optional (an empty or absent ``mask`` is segmented, as above). An empty cell means "not given" (so a CSV row
@@ -142,6 +147,7 @@ __all__ = [
     "SuiteFile",
     "finish_cases",
     "is_suite_file",
+    "missing_files",
 ]
 
 #: Gates of one case: ``[suite]`` defaults, overridable per case. Each in ``[-1, 1]``.
@@ -319,7 +325,9 @@ class SuiteFile:
             candidate = self.directory / candidate
         resolved = candidate.resolve()
         if confined and not resolved.is_relative_to(self.root):
-            fail(where, f"{name} {given!r} escapes the suite's directory {self.root} (resolves to {resolved})")
+            fail(where, f"{name} {given!r} escapes the suite's directory {self.root} (resolves to {resolved}); "
+                        "suite paths must stay inside the suite file's directory: copy or move the file under "
+                        f"{self.root}, or move the suite file up to a directory that contains both")
         return resolved
 
     def file(self, where: str, name: str, value: Any) -> Path:
@@ -329,6 +337,23 @@ class SuiteFile:
             problem = "is a directory, not a file" if path.is_dir() else "not found"
             fail(where, f"{name} file {value.strip()!r} {problem} (looked for {path})")
         return path
+
+
+def missing_files(suite: Suite, case: Case) -> list[str]:
+    """Why a case of a suite loaded with ``check_files=False`` cannot be scored: one message
+    per reference, reference mask, image or mask that is not an existing file (empty: none)."""
+    root = suite.path.parent.resolve()
+    concept = suite.concepts[case.concept]
+    named = [(f"concept {concept.name!r} reference", path) for path in concept.references]
+    named += [(f"concept {concept.name!r} reference_mask", path) for path in concept.reference_masks]
+    named += [("image", case.image), ("mask", case.mask)]
+    problems = []
+    for name, path in named:
+        if not path.is_file():
+            shown = path.relative_to(root) if path.is_relative_to(root) else path
+            problem = "is a directory, not a file" if path.is_dir() else "not found"
+            problems.append(f"{name} file '{shown}' {problem} (looked for {path})")
+    return problems
 
 
 # --------------------------------------------------------------------------- cases
