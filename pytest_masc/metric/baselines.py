@@ -25,6 +25,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..errors import ModelLoadError
+from .inputs import load_image, source_key
 
 CLIP_MODEL = "openai/clip-vit-base-patch32"
 DINO_MODEL = "facebook/dino-vits8"
@@ -92,11 +93,9 @@ class _Encoder:
     def image_embeddings(self, images: Sequence[Any]) -> np.ndarray:
         """L2-normalised embeddings ``(n, D)`` float32; each distinct image encoded once.
 
-        ``images``: paths, PIL images or ``HxWx3`` uint8 arrays (read as in :mod:`pytest_masc.inputs`).
+        ``images``: paths, PIL images or ``HxWx3`` uint8 arrays (read as in :mod:`pytest_masc.metric.inputs`).
         """
         import torch
-
-        from .inputs import load_image, source_key
 
         images = list(images)
         keys = [source_key(image) for image in images]
@@ -214,7 +213,6 @@ def dino_preprocess(image: Any) -> np.ndarray:
     """
     from PIL import Image
 
-    from .inputs import load_image
 
     image = load_image(image, "image")
     width, height = image.size
@@ -255,7 +253,7 @@ class DINOScorer(_Encoder):
         """
         from transformers import ViTModel
 
-        from .loading import resolve_device
+        from .loading import resolve_device  # imports torch: only when a baseline is loaded
 
         model_id = os.fspath(model_id)
         hub = dict(revision=revision, local_files_only=local_files_only, cache_dir=cache_dir)

@@ -53,6 +53,7 @@ from typing import Any, Iterable, Mapping, Optional, Union
 import numpy as np
 
 from ..errors import InputError
+from ..metric.inputs import load_mask
 from ..types import Sample
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -325,8 +326,6 @@ def _sample_dir(root: Path, name: str, explicit: Optional[Union[str, os.PathLike
 
 def _mask_fraction(path: Path, cache: dict[Path, float]) -> float:
     if path not in cache:
-        from ..metric.inputs import load_mask
-
         cache[path] = float(np.mean(load_mask(path, "mask")))
     return cache[path]
 

@@ -18,6 +18,7 @@ from ..stats.agreement import (
     identity_auc,
     identity_auc_ci,
 )
+from ..metric.baselines import baseline_metrics
 from .dreambench_plus import ProtocolData, load_dreambench_plus
 from .orida import IdentityData, load_orida
 from .spec import ProtocolSpec
@@ -186,8 +187,6 @@ def run_protocol(
         scores = masc.score_many(data.samples, progress=progress, errors="return")
         extra = None
         if baselines:
-            from ..metric.baselines import baseline_metrics
-
             extra = baseline_metrics(data.samples, **baselines)
         rows = evaluate_dreambench(data, scores, extra)
         pooled = {(r.dimension, r.metric): r.estimate.value for r in rows if r.column == POOLED}
