@@ -114,6 +114,31 @@ def test_no_import_cycles():
     assert not cycle, "import cycle: " + " -> ".join(cycle)
 
 
+def unresolved_imports(root: Path) -> list[str]:
+    """Imports of the package's own modules (absolute or relative, at any depth) that name no
+    module of the package: a moved module imported by its old path inside a function fails
+    only when that function runs, so the walk finds it first."""
+    files = {module_name(path, root): path for path in sorted(root.rglob("*.py"))}
+    missing = []
+    for name, path in files.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for target, _names, line in imported_names(tree, name, path.name == "__init__.py"):
+            if target.split(".")[0] == root.name and target not in files:
+                missing.append(f"{name} (line {line}) imports {target}, which is not a module of the package")
+    return missing
+
+
+def test_every_import_of_the_package_names_one_of_its_modules():
+    missing = unresolved_imports(PACKAGE_DIR)
+    assert not missing, "\n".join(missing)
+
+
+def test_checker_finds_an_import_of_a_moved_module(tmp_path):
+    root = _package(tmp_path, {"metric.__init__": "", "metric.scorer": "",
+                               "ray": "def load():\n    from .scorer import MaSC\n"})
+    assert unresolved_imports(root) == ["pkg.ray (line 2) imports pkg.scorer, which is not a module of the package"]
+
+
 def test_only_the_pytest_layer_imports_pytest():
     _, external = import_graph(PACKAGE_DIR)
     offenders = [
