@@ -341,7 +341,8 @@ class SuiteFile:
 
 def missing_files(suite: Suite, case: Case) -> list[str]:
     """Why a case of a suite loaded with ``check_files=False`` cannot be scored: one message
-    per reference, reference mask, image or mask that is not an existing file (empty: none)."""
+    per reference, reference mask, image or mask that is not an existing file (empty: none).
+    A mask left out (``None``: the segmenter computes it) is not a file to look for."""
     root = suite.path.parent.resolve()
     concept = suite.concepts[case.concept]
     named = [(f"concept {concept.name!r} reference", path) for path in concept.references]
@@ -349,7 +350,7 @@ def missing_files(suite: Suite, case: Case) -> list[str]:
     named += [("image", case.image), ("mask", case.mask)]
     problems = []
     for name, path in named:
-        if not path.is_file():
+        if path is not None and not path.is_file():
             shown = path.relative_to(root) if path.is_relative_to(root) else path
             problem = "is a directory, not a file" if path.is_dir() else "not found"
             problems.append(f"{name} file '{shown}' {problem} (looked for {path})")
