@@ -385,7 +385,7 @@ def test_image_inputs_paths_pil_grey_rgba(clipseg_dir, tmp_path):
         (np.zeros((8, 8, 2), np.uint8), "HxW, HxWx3 or HxWx4"),
         (np.zeros((0, 8, 3), np.uint8), "empty"),
         ("/no/such/image.png", "not found"),
-        (42, "expected an image path"),
+        (42, "<int>: expected a path, a PIL image or a numpy array"),
     ],
 )
 def test_bad_images_are_input_errors_naming_them(clipseg_dir, bad, message):

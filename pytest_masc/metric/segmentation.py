@@ -34,7 +34,6 @@ is found gets an all-false mask.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import time
@@ -116,25 +115,11 @@ def _describe(source: Any) -> str:
 
 def image_key(source: ImageInput) -> tuple:
     """Identity of an image for the cache: resolved path, size and mtime for files, a hash of
-    the pixels for PIL images and arrays. Equal keys mean equal pixels."""
-    from PIL import Image
+    the pixels for PIL images and arrays (the scorer's :func:`~pytest_masc.metric.inputs.source_key`,
+    so a mask and an encoding of one image share its key). Equal keys mean equal pixels."""
+    from .inputs import source_key
 
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source).expanduser()
-        try:
-            stat = path.stat()
-        except OSError:
-            return ("path", str(path.absolute()))
-        return ("path", str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if isinstance(source, Image.Image):
-        digest = hashlib.blake2b(source.tobytes(), digest_size=16)
-        if source.mode in ("P", "PA"):
-            digest.update(bytes(source.getpalette() or ()))
-        return ("pil", source.mode, source.size, digest.hexdigest())
-    if isinstance(source, np.ndarray):
-        digest = hashlib.blake2b(np.ascontiguousarray(source).tobytes(), digest_size=16).hexdigest()
-        return ("array", str(source.dtype), source.shape, digest)
-    raise InputError(f"{_describe(source)}: expected an image path, a PIL image or an HxWx3 uint8 array")
+    return source_key(Path(source).expanduser() if isinstance(source, (str, os.PathLike)) else source)
 
 
 def _rgb_over_white(image: "Image.Image") -> np.ndarray:
