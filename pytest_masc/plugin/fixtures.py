@@ -100,7 +100,7 @@ class MascCheck:
         try:
             scores = self._session.model().score_many(samples)
         except MaSCError as error:  # the message names the input; the scorer's frames add nothing
-            raise type(error)(str(error)) from None
+            raise error.with_traceback(None) from None
         self._checks += 1
         record = self._record(options, inputs, prompt)
         record.computed_masks = computed_masks
@@ -150,7 +150,7 @@ class MascCheck:
         needs = MaskNeeds(image=image, mask=mask, references=references, reference_masks=reference_masks, text=text)
         (filled,) = fill_masks(self._segmenter, [needs])
         if filled.error is not None:
-            raise type(filled.error)(str(filled.error))
+            raise filled.error.with_traceback(None) from None
         inputs = ScoredInputs(image=image, mask=filled.mask, references=references, reference_masks=filled.reference_masks)
         return inputs, filled.mask_records(self._segmenter.settings) if filled.computed else []
 
