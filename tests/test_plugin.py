@@ -636,3 +636,85 @@ def test_check_with_several_references_returns_their_mean(pytester, suite_dir, t
     """))
     (suite_dir / "masc_dogs.toml").unlink()
     run(pytester, tiny_model_dir).assert_outcomes(passed=1)
+
+
+SUITE_TWO = """
+[suite]
+name = "dog2-release"
+min_concept = 0.0
+
+[concepts.dog2]
+subject = "dog"
+reference = "refs/dog2.png"
+reference_mask = "refs/dog2_mask.png"
+
+[[cases]]
+id = "city"
+concept = "dog2"
+prompt = "a dog in the city"
+image = "out/city.png"
+mask = "out/city_mask.png"
+
+[[cases]]
+id = "city-again"
+concept = "dog2"
+prompt = "a dog downtown"
+image = "out/city.png"
+mask = "out/city_mask.png"
+
+[[cases]]
+id = "self"
+concept = "dog2"
+prompt = "a dog"
+image = "refs/dog2.png"
+mask = "refs/dog2_mask.png"
+"""
+
+
+def test_xdist_keeps_each_suite_file_on_one_worker(pytester, suite_dir, tiny_model_dir):
+    """Plain ``-n 2`` (xdist's own default --dist load): each suite file's cases run on one worker,
+    so across both workers every distinct image is encoded exactly once. The two suite files share
+    no image: masc_dogs.toml has dog, beach, snow; masc_dogs2.toml has dog2, city. Were a file's
+    cases split over the workers, its reference would be encoded on both."""
+    pytest.importorskip("xdist")
+    (suite_dir / "masc_dogs2.toml").write_text(SUITE_TWO)
+    single = run(pytester, tiny_model_dir, "--masc-json", "one.json", subprocess=True)
+    single.assert_outcomes(passed=6)
+    distinct = sum(int(r.get("images_encoded", 0)) for r in read_json(suite_dir / "one.json")["runs"])
+    assert distinct == 5
+    double = run(pytester, tiny_model_dir, "-n", "2", "-v", "--masc-json", "two.json", subprocess=True)
+    double.assert_outcomes(passed=6)
+    workers = {}
+    for line in double.outlines:  # "[gw1] PASSED masc_dogs.toml::dog-beach@masc-suite:masc_dogs.toml"
+        if line.startswith("[gw") and "PASSED" in line and ".toml::" in line:
+            path = line.split("PASSED", 1)[1].strip().split("::")[0]
+            workers.setdefault(path, set()).add(line.split("]")[0].strip("["))
+    assert set(workers) == {"masc_dogs.toml", "masc_dogs2.toml"}, double.outlines
+    assert all(len(w) == 1 for w in workers.values()), workers
+    runs = read_json(suite_dir / "two.json")["runs"]
+    assert sum(int(r.get("images_encoded", 0)) for r in runs) == distinct, runs
+    assert [r["nodeid"] for r in read_json(suite_dir / "two.json")["records"]] == \
+        [r["nodeid"] for r in read_json(suite_dir / "one.json")["records"]]  # no "@group" suffix in records
+
+
+def test_xdist_group_of_same_named_suite_files_in_two_folders_differ(pytester, suite_dir):
+    """The xdist_group key is the suite file's path relative to rootdir, not its bare name:
+    a/masc_dogs.toml and b/masc_dogs.toml are two batches that may go to two workers."""
+    pytest.importorskip("xdist")
+    for folder in ("a", "b"):
+        make_images(suite_dir / folder)
+        (suite_dir / folder / "masc_dogs.toml").write_text(SUITE)
+    (suite_dir / "masc_dogs.toml").unlink()
+    pytester.makeconftest(textwrap.dedent("""
+        import pytest
+
+        @pytest.hookimpl(trylast=True)
+        def pytest_collection_modifyitems(items):
+            for item in items:
+                groups = [m.kwargs["name"] for m in item.iter_markers("xdist_group")]
+                print(f"GROUP {item.nodeid} {groups}")
+    """))
+    result = pytester.runpytest("--masc", "--masc-model=unused", "-p", "no:cacheprovider", "--collect-only", "-s")
+    groups = {line.split()[1].split("::")[0]: line.split(" ", 2)[2] for line in result.outlines if line.startswith("GROUP ")}
+    assert groups == {"a/masc_dogs.toml": "['masc-suite:a/masc_dogs.toml']",
+                      "b/masc_dogs.toml": "['masc-suite:b/masc_dogs.toml']"}, result.outlines

@@ -21,6 +21,7 @@ from .html_report import install as install_html_report
 from .terminal import SessionGateReport, closing_counts, finish_session, summary_lines
 
 XDIST_GROUP_PREFIX = "masc-suite:"
+XDIST_LOADGROUP_KEY = "masc_loadgroup"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -49,6 +50,20 @@ def pytest_configure(config: pytest.Config) -> None:
             )
         if config.getoption("dist", "no") == "load":
             config.option.dist = "loadgroup"  # keep each suite file on one worker: one batch per suite
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput and workerinput.get(XDIST_LOADGROUP_KEY):
+        # A worker re-parses the command line, where plain ``-n N`` leaves --dist at "no", so xdist
+        # sets its ``loadgroup`` option False and would not add the ``@group`` suffix the controller's
+        # LoadGroupScheduling groups by: every case would be its own group and a suite file's cases
+        # would spread over the workers. The controller says it schedules by group (below).
+        config.option.loadgroup = True
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """pytest-xdist controller, before a worker starts: tell it when we switched to loadgroup."""
+    if node.config.getoption("dist", "no") == "loadgroup":
+        node.workerinput[XDIST_LOADGROUP_KEY] = True
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -92,7 +107,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         elif not settings.enabled and isinstance(item, (MascCaseItem, MascProtocolItem)):
             item.add_marker(skip)
         if grouped and isinstance(item, MascCaseItem):
-            item.add_marker(pytest.mark.xdist_group(name=f"{XDIST_GROUP_PREFIX}{item.path.name}"))
+            # keyed by the suite file's node id (its path from rootdir): two masc_x.toml files in two
+            # folders are two batches; ours runs before xdist's hook appends "@group" to node ids
+            suite_file = item.getparent(MascSuiteFile)
+            key = suite_file.nodeid if suite_file is not None else item.nodeid.split("::")[0]
+            item.add_marker(pytest.mark.xdist_group(name=f"{XDIST_GROUP_PREFIX}{key}"))
 
 
 @pytest.hookimpl(wrapper=True)
