@@ -225,7 +225,8 @@ class MascProtocolItem(pytest.Item):
         missing = self.protocol.missing_directory()
         if missing:  # before the model loads: a typo should not cost a load
             raise InputError(missing)
-        masc = session.model()
+        masc = _ray_scorer(session) if session.settings.ray else session.model()
+        session.ray_scored = session.ray_scored or bool(session.settings.ray)
         started = time.perf_counter()
         protocol, computed_masks = protocol_masks(session.segmenter, self.protocol, self.config.rootpath / MASK_CACHE)
         progress = ProgressLine(self.config, f"MaSC {self.protocol.kind}")
@@ -273,13 +274,28 @@ def _gate_failures(gates: dict[str, float], values: dict[str, Optional[float]]) 
     return failures
 
 
+def _ray_scorer(session: MascSession) -> Any:
+    """``--masc-ray``: a ``score_many`` on Ray actors with the session's model options."""
+    import os
+
+    from ..ray.samples import RayScorer, parse_address
+
+    settings = session.settings
+    return RayScorer(
+        model=settings.model, revision=settings.revision, device=settings.device, dtype=settings.dtype,
+        max_patches=settings.max_patches, batch_size=settings.batch_size,
+        local_files_only=os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"),
+        address=parse_address(settings.ray),
+    )
+
+
 def _baseline_scorers(session: MascSession) -> dict[str, Any]:
     """The ``--masc-baselines`` scorers, loaded on the model's device."""
     if not session.settings.baselines:
         return {}
     from ..metric.baselines import CLIP_MODEL, DINO_MODEL, CLIPScorer, DINOScorer
 
-    device = str(session.model().device)
+    device = session.device() if session.settings.ray else str(session.model().device)
     scorers: dict[str, Any] = {}
     for name, model_id in session.settings.baselines.items():
         if name == "clip":

@@ -29,13 +29,14 @@ OPTIONS: dict[str, tuple[str, Any, Any, str]] = {
     "baselines": ("masc_baselines", str, None, "extra baseline metrics for protocol tables: clip,dino (NAME=MODEL to choose a checkpoint)"),
     "segmenter": ("masc_segmenter", str, None, "compute missing masks with a text-prompted segmenter: sam3, clipseg, sam3=ID_OR_DIR or clipseg=ID_OR_DIR"),
     "segmenter_threshold": ("masc_segmenter_threshold", float, None, "the segmenter's threshold in [0, 1] (SAM3: instance score, CLIPSeg: foreground probability); default 0.5"),
+    "ray": ("masc_ray", str, None, "score protocol runs on Ray: local, auto, ray://HOST:PORT or HOST:PORT (needs pytest-masc[ray])"),
 }
 
 METAVARS = {
     "model": "ID_OR_DIR", "revision": "REV", "device": "DEVICE", "dtype": "DTYPE", "max_patches": "N",
     "batch_size": "N", "json": "PATH", "baseline": "PATH", "max_drop": "FLOAT", "artifacts": "DIR",
     "protocol": "KIND=ROOT[,...]", "baselines": "clip,dino", "segmenter": "KIND[=ID_OR_DIR]",
-    "segmenter_threshold": "FLOAT",
+    "segmenter_threshold": "FLOAT", "ray": "ADDRESS",
 }
 
 
@@ -79,6 +80,7 @@ class Settings:
     allow_baseline_mismatch: bool = False  # compare with a baseline of other settings, with a warning
     segmenter: Optional[SegmenterChoice] = None
     segmenter_threshold: Optional[float] = None
+    ray: Optional[str] = None  # --masc-ray: protocol items score through pytest_masc.ray (None: in process)
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> "Settings":
@@ -114,6 +116,7 @@ class Settings:
             allow_baseline_mismatch=bool(config.getoption("masc_allow_baseline_mismatch", False)),
             segmenter=_segmenter(values["segmenter"], Path(config.invocation_params.dir)),
             segmenter_threshold=values["segmenter_threshold"],
+            ray=_ray_address(values["ray"]),
         )
 
 
@@ -175,6 +178,26 @@ def _check_values(values: dict[str, Any]) -> None:
         raise pytest.UsageError(f"--masc-segmenter-threshold must be in [0, 1], got {threshold:g}")
     if threshold is not None and not values["segmenter"]:
         raise pytest.UsageError("--masc-segmenter-threshold needs --masc-segmenter=sam3|clipseg (ini masc_segmenter)")
+
+
+def _ray_address(value: Optional[str]) -> Optional[str]:
+    """``--masc-ray`` checked: a Ray address, and Ray installed (not imported: that waits for a
+    protocol item to run); ``None`` without the option."""
+    if not value:
+        return None
+    import importlib.util
+
+    from ..ray.samples import parse_address
+
+    try:
+        parse_address(value)
+    except ValueError as error:
+        raise pytest.UsageError(f"--masc-ray / masc_ray: {error}") from None
+    if importlib.util.find_spec("ray") is None:
+        raise pytest.UsageError(
+            f'--masc-ray={value} needs Ray, which is not installed: pip install "pytest-masc[ray]"'
+        )
+    return str(value).strip()
 
 
 def _segmenter(value: Optional[str], base: Path) -> Optional[SegmenterChoice]:

@@ -61,6 +61,7 @@ class MascSession:
     finished: Any = None  # (report.Report, report.Evaluation) once the session is finished
     load_seconds: float = 0.0
     score_seconds: float = 0.0
+    ray_scored: bool = False  # a protocol item scored on Ray (--masc-ray): run metadata without a model here
     _model: Any = None
     _model_error: Optional[BaseException] = None
     segmenter: Any = None  # the --masc-segmenter's SessionSegmenter (plugin.masks), or None
@@ -115,6 +116,8 @@ class MascSession:
         if self._model is not None:
             meta.update(self._model.describe())
             meta.update(self._model.stats.as_dict())
+        if self.ray_scored:
+            meta["ray"] = self.settings.ray
         meta["load_seconds"] = self.load_seconds
         meta["score_seconds"] = self.score_seconds
         if self.segmenter is not None:
@@ -135,7 +138,7 @@ class MascSession:
         """What an xdist worker sends the controller (JSON strings, by key)."""
         return {
             "masc_records": json.dumps([r.as_dict() for r in self.records]),
-            "masc_run": json.dumps(self.run_metadata() if self.model_loaded else {}),
+            "masc_run": json.dumps(self.run_metadata() if self.model_loaded or self.ray_scored else {}),
             "masc_suite_gates": json.dumps(self.suite_gates),
             "masc_protocols": json.dumps(self.protocol_tables),
             "masc_findings": json.dumps(self.suite_findings),

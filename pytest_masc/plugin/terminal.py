@@ -39,7 +39,7 @@ def finish_session(state: "MascSession", exitstatus: Optional[int] = None) -> bo
     from ..report import evaluate, write_baseline, write_json
 
     settings = state.settings
-    if state.model_loaded:
+    if state.model_loaded or state.ray_scored:
         state.worker_runs.append(state.run_metadata())
     report = session_report(state, exitstatus)
     compare = settings.baseline is not None and not settings.update_baseline
