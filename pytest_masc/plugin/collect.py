@@ -278,15 +278,16 @@ def _ray_scorer(session: MascSession) -> Any:
     """``--masc-ray``: a ``score_many`` on Ray actors with the session's model options."""
     import os
 
+    from ..ray import ModelOptions
     from ..ray.samples import RayScorer, parse_address
 
     settings = session.settings
-    return RayScorer(
+    options = ModelOptions(
         model=settings.model, revision=settings.revision, device=settings.device, dtype=settings.dtype,
         max_patches=settings.max_patches, batch_size=settings.batch_size,
         local_files_only=os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"),
-        address=parse_address(settings.ray),
     )
+    return RayScorer(options=options, address=parse_address(settings.ray))
 
 
 def _baseline_scorers(session: MascSession) -> dict[str, Any]:

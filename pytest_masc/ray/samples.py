@@ -7,12 +7,12 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
-from ..defaults import DEFAULT_MAX_PATCHES, DEFAULT_MODEL
 from ..errors import InputError, MaSCError
 from ..types import Sample, Score
+from . import ModelOptions
 
 _ADDRESS = re.compile(r"local|auto|ray://\S+|[A-Za-z0-9_.\-\[\]:]+:\d+")
 
@@ -41,13 +41,7 @@ class RayScorer:
     options; ``address=None`` starts a local Ray. Actors reserve one GPU each when ``device``
     is CUDA, or when it is unset and the cluster has GPUs."""
 
-    model: str = DEFAULT_MODEL
-    revision: Optional[str] = None
-    device: Optional[str] = None
-    dtype: Optional[str] = None
-    max_patches: int = DEFAULT_MAX_PATCHES
-    batch_size: Optional[int] = None
-    local_files_only: bool = False
+    options: ModelOptions = field(default_factory=ModelOptions)
     address: Optional[str] = None
     rows_per_batch: int = 64
 
@@ -99,15 +93,14 @@ class RayScorer:
         return results
 
     def _table_options(self, ray: Any) -> dict[str, Any]:
-        device = self.device
+        device = self.options.device
         gpu = bool(device and device.startswith("cuda")) or (
             device is None and float(ray.cluster_resources().get("GPU", 0)) >= 1
         )
         if gpu and device:
             device = "cuda"  # an actor sees only its own GPU, as cuda:0
         return dict(
-            model=self.model, revision=self.revision, device=device, dtype=self.dtype,
-            max_patches=self.max_patches, batch_size=self.batch_size, local_files_only=self.local_files_only,
+            **{**asdict(self.options), "device": device},
             address=self.address, num_gpus=1 if gpu else 0, rows_per_batch=self.rows_per_batch,
         )
 
