@@ -52,12 +52,10 @@ class MascSession:
     settings: Settings
     records: list[Record] = field(default_factory=list)
     worker_runs: list[dict[str, Any]] = field(default_factory=list)  # metadata sent by xdist workers
-    suite_findings: list[str] = field(default_factory=list)  # suite-level gate failures
-    baseline_findings: list[str] = field(default_factory=list)
+    suite_findings: list[str] = field(default_factory=list)  # protocol gate failures found while running (the rest: report.evaluate)
     baseline_written: Optional[Path] = None
     suite_gates: dict[str, dict[str, float]] = field(default_factory=dict)  # suite name -> suite-level gates
     protocol_tables: list[dict[str, Any]] = field(default_factory=list)  # printed in the summary
-    summary: Optional[dict[str, Any]] = None  # statistics of the finished session, computed once
     finished: Any = None  # (report.Report, report.Evaluation) once the session is finished
     load_seconds: float = 0.0
     score_seconds: float = 0.0

@@ -51,9 +51,6 @@ def finish_session(state: "MascSession", exitstatus: Optional[int] = None) -> bo
         write_baseline(settings.baseline, report.records, report.runs, report.settings)
         state.baseline_written = settings.baseline
     state.finished = (report, evaluation)
-    state.summary = evaluation.summary
-    state.suite_findings = evaluation.suite_findings
-    state.baseline_findings = evaluation.baseline.findings if evaluation.baseline else []
     if settings.json is not None:
         write_json(settings.json, report, evaluation)
     return bool(evaluation.session_reasons)
