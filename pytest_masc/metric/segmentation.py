@@ -48,6 +48,8 @@ import numpy as np
 from pytest_masc.defaults import DEFAULT_SEGMENTER_MODELS, SEGMENTER_KINDS
 from pytest_masc.errors import InputError, ModelLoadError
 
+from .inputs import describe, source_key
+
 if TYPE_CHECKING:  # torch and transformers are imported when a segmenter is loaded
     import torch
     from PIL import Image
@@ -101,24 +103,10 @@ def foreground_fraction(mask: np.ndarray) -> float:
 # ---------------------------------------------------------------------- inputs
 
 
-def _describe(source: Any) -> str:
-    if isinstance(source, (str, os.PathLike)):
-        return str(source)
-    if isinstance(source, np.ndarray):
-        return f"<array {source.dtype} {tuple(source.shape)}>"
-    size = getattr(source, "size", None)
-    mode = getattr(source, "mode", None)
-    if mode is not None and isinstance(size, tuple):
-        return f"<PIL image {mode} {size[0]}x{size[1]}>"
-    return f"<{type(source).__name__}>"
-
-
 def image_key(source: ImageInput) -> tuple:
     """Identity of an image for the cache: resolved path, size and mtime for files, a hash of
     the pixels for PIL images and arrays (the scorer's :func:`~pytest_masc.metric.inputs.source_key`,
     so a mask and an encoding of one image share its key). Equal keys mean equal pixels."""
-    from .inputs import source_key
-
     return source_key(Path(source).expanduser() if isinstance(source, (str, os.PathLike)) else source)
 
 
@@ -145,7 +133,7 @@ def read_image(source: ImageInput) -> np.ndarray:
     """
     from PIL import Image, UnidentifiedImageError
 
-    name = _describe(source)
+    name = describe(source)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source).expanduser()
         if not path.exists():
