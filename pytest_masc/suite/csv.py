@@ -7,11 +7,14 @@ import io
 from pathlib import Path
 
 from .schema import (
-    CASE_REQUIRED, CSV_COLUMNS, GATE_KEYS, HUMAN_KEYS, CaseDraft, SuiteFile, did_you_mean, display, fail, ratings,
+    CASE_REQUIRED, CSV_COLUMNS, GATE_KEYS, HUMAN_KEYS, CaseDraft, SuiteFile, belongs_elsewhere, decode_text,
+    did_you_mean, display, fail, ratings,
 )
 
 #: (line number, cells) of one CSV row
 Row = tuple[int, list[str]]
+
+_SAVE_AS_UTF8 = "; save it as UTF-8 (in Excel: Save As > 'CSV UTF-8')"
 
 
 def read_csv_cases(suite_file: SuiteFile, value: str) -> list[CaseDraft]:
@@ -20,45 +23,71 @@ def read_csv_cases(suite_file: SuiteFile, value: str) -> list[CaseDraft]:
     if not path.is_file():
         fail(suite_file.name, f"cases CSV {value.strip()!r} not found (looked for {path})")
     csv_name = display(path)
-    rows = _read_rows(path, csv_name)
+    rows, delimiter = _read_rows(path, csv_name)
+    rows = _without_empty_columns(rows, csv_name)
     columns = _columns(rows[0], csv_name)
     drafts = []
     for line, row in rows[1:]:
         if any(cell.strip() for cell in row):
-            drafts.append(_draft(f"{csv_name}, line {line}", columns, row))
+            drafts.append(_draft(f"{csv_name}, line {line}", columns, row, decimal_comma=delimiter != ","))
     if not drafts:
         fail(csv_name, "the cases CSV has a header but no case rows")
     return drafts
 
 
-def _read_rows(path: Path, csv_name: str) -> list[Row]:
-    """Every row with the line it starts on; at least the header."""
+def _read_rows(path: Path, csv_name: str) -> tuple[list[Row], str]:
+    """Every row with the line it starts on (at least the header), and the delimiter."""
     rows: list[Row] = []
     previous_end = 0
     try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            text = handle.read()
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text.partition("\n")[0]))
+        raw = path.read_bytes()
+    except OSError as error:
+        fail(csv_name, f"cannot read the cases CSV ({error})")
+    text = decode_text(csv_name, raw, _SAVE_AS_UTF8)
+    delimiter = _delimiter(text.partition("\n")[0])
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
         for row in reader:
             rows.append((previous_end + 1, row))
             previous_end = reader.line_num
-    except UnicodeDecodeError as error:
-        fail(csv_name, f"not UTF-8 text ({error})")
     except csv.Error as error:
         fail(f"{csv_name}, line {previous_end + 1}", f"malformed CSV ({error})")
     if not rows:
         fail(csv_name, "the cases CSV is empty (expected a header row naming the columns)")
-    return rows
+    return rows, delimiter
 
 
 def _delimiter(header_line: str) -> str:
-    """The cell separator: ``,`` unless the header splits into known column names only at
-    ``;`` or a tab (spreadsheets in many locales save semicolon-separated "CSV")."""
+    """The cell separator: of ``,``, ``;`` and tab, the one that splits the header into the
+    most known column names (``,`` on a tie or when none does). Spreadsheets in many locales
+    save semicolon-separated "CSV"; Excel may add empty cells to the header."""
+    best, best_known = ",", 0
     for delimiter in (",", ";", "\t"):
         cells = [cell.strip().strip('"').strip() for cell in header_line.split(delimiter)]
-        if len(cells) > 1 and all(cell in CSV_COLUMNS for cell in cells):
-            return delimiter
-    return ","
+        known = sum(cell in CSV_COLUMNS for cell in cells) if len(cells) > 1 else 0
+        if known > best_known:
+            best, best_known = delimiter, known
+    return best
+
+
+def _without_empty_columns(rows: list[Row], csv_name: str) -> list[Row]:
+    """The rows without the columns whose header cell and every other cell are empty (Excel
+    saves such columns when cells beyond the table were ever formatted). A column with an
+    empty header but a value in some row is an error."""
+    (header_line, header), body = rows[0], rows[1:]
+    width = max(len(cells) for _, cells in rows)
+    empty = [i for i in range(width) if i >= len(header) or not header[i].strip()]
+    for index in empty:
+        for line, cells in body:
+            if index < len(cells) and cells[index].strip():
+                where = f"{csv_name}, line {line}"
+                if index >= len(header):
+                    fail(where, f"{len(cells)} cells but the header has {len(header)} columns "
+                                "(quote cells that contain the separator)")
+                fail(where, f"{cells[index].strip()!r} is in column {index + 1}, whose header cell (line "
+                            f"{header_line}) is empty; name the column or delete its cells")
+    drop = set(empty)
+    return [(line, [cell for i, cell in enumerate(cells) if i not in drop]) for line, cells in rows]
 
 
 def _columns(header: Row, csv_name: str) -> list[str]:
@@ -66,13 +95,14 @@ def _columns(header: Row, csv_name: str) -> list[str]:
     line, cells = header
     columns = [cell.strip() for cell in cells]
     where = f"{csv_name}, line {line}"
-    for number, column in enumerate(columns, start=1):
-        if not column:
-            fail(where, f"header cell {number} is empty; every column needs a name")
+    for column in columns:
         if column not in CSV_COLUMNS:
             if ";" in column or "\t" in column:
                 fail(where, f"unknown column {column!r}: the header must name known columns separated by "
                             f"commas, semicolons or tabs (known: {', '.join(CSV_COLUMNS)})")
+            belongs = belongs_elsewhere(column, "case")
+            if belongs:
+                fail(where, f"unknown column {column!r}: {belongs} in the suite file, not a cases CSV column")
             fail(where, f"unknown column {column!r}{did_you_mean(column, CSV_COLUMNS)}")
         if columns.count(column) > 1:
             fail(where, f"column {column!r} appears more than once")
@@ -82,20 +112,19 @@ def _columns(header: Row, csv_name: str) -> list[str]:
     return columns
 
 
-def _draft(where: str, columns: list[str], row: list[str]) -> CaseDraft:
-    """One row as a case draft: empty cells are "not given"; numbers parsed."""
-    if len(row) > len(columns):
-        fail(where, f"{len(row)} cells but the header has {len(columns)} columns (quote cells that contain commas)")
+def _draft(where: str, columns: list[str], row: list[str], decimal_comma: bool) -> CaseDraft:
+    """One row as a case draft: empty cells are "not given"; numbers parsed (``0,6`` too
+    when ``decimal_comma``)."""
     cells = {column: cell.strip() for column, cell in zip(columns, row) if cell.strip()}
     fields: dict = {column: cells[column] for column in ("id", "concept", "prompt", "image", "mask") if column in cells}
     for key in GATE_KEYS:
         if key in cells:
-            fields[key] = _number(where, cells[key], f"{key} must be a number, got {{item!r}}")
+            fields[key] = _number(where, cells[key], f"{key} must be a number, got {{item!r}}", decimal_comma)
     human = {}
     for key in HUMAN_KEYS:
         column = f"human_{key}"
         if column in cells:
-            numbers = [_number(where, item, f"{column} must be '|'-separated numbers, got {{item!r}}")
+            numbers = [_number(where, item, f"{column} must be '|'-separated numbers, got {{item!r}}", decimal_comma)
                        for item in _split_cell(where, column, cells[column])]
             human[key] = ratings(where, column, numbers)
     return CaseDraft(
@@ -108,11 +137,15 @@ def _draft(where: str, columns: list[str], row: list[str]) -> CaseDraft:
     )
 
 
-def _number(where: str, item: str, message: str) -> float:
+def _number(where: str, item: str, message: str, decimal_comma: bool) -> float:
+    """``item`` as a float; in semicolon- and tab-separated files a decimal comma (``0,6``) as
+    the spreadsheets of comma-decimal locales write it."""
+    comma = item.count(",") == 1 and "." not in item
     try:
-        return float(item)
+        return float(item.replace(",", ".") if decimal_comma and comma else item)
     except ValueError:
-        fail(where, message.format(item=item))
+        hint = " (a decimal comma is read only in semicolon- or tab-separated files; write a point)" if comma else ""
+        fail(where, message.format(item=item) + hint)
 
 
 def _split_cell(where: str, name: str, cell: str) -> list[str]:

@@ -42,7 +42,10 @@ in it is relative to the directory of the suite file, including the paths in a c
     min_backgrounds = 10                     #   min_backgrounds (10): the paper's protocol
 
 Top-level keys: ``suite``, ``concepts``, ``cases``, ``protocol``; any other key, at any level,
-is an error that suggests the closest known key.
+is an error that suggests the closest known key, or says where the key belongs when it is
+valid at another level (in TOML every key below a ``[table]`` header belongs to that table, so
+``cases = "cases.csv"`` written under ``[suite]`` is a ``[suite]`` key: the error says to write
+it above the first header). The file is UTF-8, with or without a BOM, or UTF-16 with a BOM.
 
 ``[suite]``
     ``name`` (non-empty string); the case gates below (defaults for every case); and the
@@ -101,15 +104,20 @@ Cases in a CSV file
 ===================
 
 Instead of ``[[cases]]`` tables a suite may say, at the top level, ``cases = "cases.csv"``
-(a string). The CSV is UTF-8 (a BOM is fine), comma-separated with ``"`` quoting (a header
-that splits into known columns only at ``;`` or tabs makes the file semicolon- or
-tab-separated, as spreadsheets save it in many locales), and its first row names the columns: ``id``, ``concept``, ``prompt``, ``image``, ``mask``, the case
-gates (``min_concept`` …), ``distractors`` (``|``-separated prompts), ``human_concept`` and
-``human_prompt`` (``|``-separated numbers). ``concept``, ``prompt`` and ``image`` columns
-are required; the others optional (an empty or absent ``mask`` is segmented, as above). An empty cell means "not given" (so a CSV row
-cannot ask for zero distractors); blank rows are skipped; a row with more cells than the
-header is an error, a shorter row has empty trailing cells. Paths in the CSV are relative
-to the suite file, like everywhere else. The concepts stay in the TOML file.
+(a string). The CSV is UTF-8 (a BOM is fine) or UTF-16 with a BOM (Excel's "Unicode Text"),
+separated by commas, semicolons or tabs with ``"`` quoting (the separator that splits the
+header into the most known column names; spreadsheets in many locales save semicolon-
+separated "CSV"), and its first row names the columns: ``id``, ``concept``, ``prompt``,
+``image``, ``mask``, the case gates (``min_concept`` …), ``distractors`` (``|``-separated
+prompts), ``human_concept`` and ``human_prompt`` (``|``-separated numbers). In a semicolon-
+or tab-separated file, numbers may have a decimal comma (``0,6``), as those locales write
+them. ``concept``, ``prompt`` and ``image`` columns are required; the others optional (an
+empty or absent ``mask`` is segmented, as above). An empty cell means "not given" (so a CSV
+row cannot ask for zero distractors); blank rows are skipped; a column whose header cell and
+every other cell are empty is ignored (Excel writes such columns), but a value under an empty
+header cell, or beyond the header's last column, is an error; a shorter row has empty
+trailing cells. Paths in the CSV are relative to the suite file, like everywhere else. The
+concepts stay in the TOML file.
 
 A suite needs at least one case, unless it has a ``[protocol]`` table (whose dataset
 supplies the cases).
@@ -125,6 +133,7 @@ come with a "did you mean" suggestion. TOML syntax errors keep tomllib's line an
 """
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import difflib
 import os
@@ -134,7 +143,7 @@ from typing import Any, Callable, NoReturn, Optional, Sequence
 
 from ..errors import SuiteError
 from ..gates import GATE_RANGES, GATES, HUMAN_SCALE, SUITE_GATES, is_number, valid_gate, valid_rating
-from ..protocols.spec import ProtocolSpec
+from ..protocols.spec import PROTOCOL_KEYS, ProtocolSpec
 
 __all__ = [
     "CSV_COLUMNS",
@@ -162,6 +171,18 @@ CASE_REQUIRED = ("concept", "prompt", "image")
 HUMAN_KEYS = ("concept", "prompt")
 #: Columns of a cases CSV.
 CSV_COLUMNS = ("id", "concept", "prompt", "image", "mask", *GATE_KEYS, "distractors", "human_concept", "human_prompt")
+#: Keys of the file's top level, of ``[suite]`` and of a ``[concepts.<name>]`` table.
+TOP_KEYS = ("suite", "concepts", "cases", "protocol")
+SUITE_KEYS = ("name", *GATE_KEYS, *SUITE_GATE_KEYS)
+CONCEPT_KEYS = ("subject", "reference", "reference_mask", "segment_prompt")
+#: Where each kind of key is written: place -> (how messages name it, its keys).
+PLACES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "top": ("the top level", TOP_KEYS),
+    "suite": ("[suite]", SUITE_KEYS),
+    "concept": ("a [concepts.<name>] table", CONCEPT_KEYS),
+    "case": ("a [[cases]] table", CASE_KEYS),
+    "protocol": ("[protocol]", PROTOCOL_KEYS),
+}
 
 
 @dataclass(frozen=True)
@@ -262,10 +283,44 @@ def type_name(value: Any) -> str:
     return {dict: "table", list: "array", str: "string", bool: "boolean"}.get(type(value), type(value).__name__)
 
 
-def check_keys(where: str, table: dict, allowed: Sequence[str], what: str = "key") -> None:
+def check_keys(
+    where: str, table: dict, allowed: Sequence[str], what: str = "key", place: Optional[str] = None,
+    header: str = "",
+) -> None:
+    """Every key of ``table`` is in ``allowed``; else an error with a close match and, when
+    ``place`` (a key of :data:`PLACES`) is given and the key is valid elsewhere, where it belongs
+    (``header``: the table's TOML header, for keys that belong at the top level)."""
     for key in table:
-        if key not in allowed:
+        if key in allowed:
+            continue
+        belongs = belongs_elsewhere(key, place, header) if place else ""
+        if not belongs:
             fail(where, f"unknown {what} {key!r}{did_you_mean(key, allowed)}")
+        close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.8)  # only a near-miss
+        maybe = f" (did you mean {close[0]!r}?)" if close else ""
+        fail(where, f"unknown {what} {key!r}{maybe}: {belongs}")
+
+
+def belongs_elsewhere(key: str, place: str, header: str = "") -> str:
+    """Where ``key``, unknown in ``place``, is valid (empty: nowhere)."""
+    others = [label for name, (label, keys) in PLACES.items() if name != place and key in keys]
+    if not others:
+        return ""
+    if others == [PLACES["top"][0]]:
+        below = f"every key below the {header} header belongs to that table" if header else \
+            "every key below a [table] header belongs to that table"
+        return f"{key!r} is a top-level key; write it above the first [table] header (in TOML {below})"
+    return f"{key!r} is a key of {' or of '.join(others)}"
+
+
+def decode_text(where: str, raw: bytes, hint: str = "") -> str:
+    """A suite file's or CSV's bytes as text: UTF-8, with or without a BOM, or UTF-16 with its
+    BOM (Excel's "Unicode Text", Notepad's "Unicode"); ``hint`` follows a decoding error."""
+    encoding = "utf-16" if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else "utf-8-sig"
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as error:
+        fail(where, f"not {'UTF-16' if encoding == 'utf-16' else 'UTF-8'} text ({error}){hint}")
 
 
 def text(where: str, name: str, value: Any) -> str:

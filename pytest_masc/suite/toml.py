@@ -18,15 +18,19 @@ from ..protocols.spec import AUTO_MASKS, PATH_KEYS, PROTOCOL_KEYS, ProtocolError
 from .csv import read_csv_cases
 from .schema import (
     CASE_KEYS,
+    CONCEPT_KEYS,
     GATE_KEYS,
     HUMAN_KEYS,
     SUITE_GATE_KEYS,
+    SUITE_KEYS,
+    TOP_KEYS,
     CaseDraft,
     Concept,
     Suite,
     SuiteFile,
     check_keys,
     check_suite_gates,
+    decode_text,
     fail,
     finish_cases,
     gate,
@@ -37,9 +41,6 @@ from .schema import (
 
 __all__ = ["load_suite"]
 
-_TOP_KEYS = ("suite", "concepts", "cases", "protocol")
-_SUITE_KEYS = ("name", *GATE_KEYS, *SUITE_GATE_KEYS)
-_CONCEPT_KEYS = ("subject", "reference", "reference_mask", "segment_prompt")
 _CASES_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*cases[ \t]*\]\]", re.MULTILINE)
 
 
@@ -58,11 +59,11 @@ def load_suite(path: str | os.PathLike, *, check_files: bool = True) -> Suite:
         data = tomllib.loads(source)
     except tomllib.TOMLDecodeError as error:
         fail(suite_file.name, f"invalid TOML: {error}")
-    check_keys(suite_file.name, data, _TOP_KEYS, "top-level key")
+    check_keys(suite_file.name, data, TOP_KEYS, "top-level key", place="top")
 
     where = f"{suite_file.name}, [suite]"
     suite_table = _table(suite_file.name, "[suite]", data.get("suite", {}))
-    check_keys(where, suite_table, _SUITE_KEYS)
+    check_keys(where, suite_table, SUITE_KEYS, place="suite", header="[suite]")
     name = text(where, "name", suite_table["name"]) if "name" in suite_table else suite_file.default_suite_name()
     gates = {k: gate(where, k, suite_table[k]) for k in GATE_KEYS if k in suite_table}
     suite_gates = {k: gate(where, k, suite_table[k]) for k in SUITE_GATE_KEYS if k in suite_table}
@@ -95,10 +96,7 @@ def _read_text(suite_file: SuiteFile) -> str:
         fail(suite_file.name, "suite path is a directory, not a file")
     except OSError as error:
         fail(suite_file.name, f"cannot read the suite file ({error})")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        fail(suite_file.name, f"not UTF-8 text ({error})")
+    return decode_text(suite_file.name, raw)  # a BOM is fine: editors on Windows write one
 
 
 def _table(where: str, what: str, value: Any) -> dict:
@@ -112,7 +110,7 @@ def _concept(suite_file: SuiteFile, name: str, entry: Any) -> Concept:
     if not name.strip():
         fail(f"{suite_file.name}, [concepts]", "a concept name must not be empty")
     entry = _table(where, f"[concepts.{name}]", entry)
-    check_keys(where, entry, _CONCEPT_KEYS)
+    check_keys(where, entry, CONCEPT_KEYS, place="concept", header=f"[concepts.{name}]")
     if "reference" not in entry:
         fail(where, "missing required key 'reference'")
     subject = text(where, "subject", entry["subject"]) if "subject" in entry else None
@@ -145,7 +143,7 @@ def _protocol(suite_file: SuiteFile, value: Any) -> ProtocolSpec:
     the suite file, anywhere), the rest by :meth:`ProtocolSpec.from_fields`."""
     where = f"{suite_file.name}, [protocol]"
     table = _table(suite_file.name, "[protocol]", value)
-    check_keys(where, table, PROTOCOL_KEYS)
+    check_keys(where, table, PROTOCOL_KEYS, place="protocol", header="[protocol]")
     fields = dict(table)
     for key in ("kind", "split"):
         if key in fields:
@@ -189,7 +187,7 @@ def _toml_case(suite_file: SuiteFile, index: int, entry: Any, line: Optional[int
     for key in entry:
         if key in SUITE_GATE_KEYS:
             fail(where, f"{key} is a suite-level gate; set it in [suite], not in a case")
-    check_keys(where, entry, CASE_KEYS)
+    check_keys(where, entry, CASE_KEYS, place="case", header="[[cases]]")
     human = _table(where, "human", entry.get("human", {}))
     check_keys(f"{where}, human", human, HUMAN_KEYS)
     distractors = entry.get("distractors")
