@@ -31,6 +31,7 @@ import math
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 from collections import OrderedDict
@@ -58,6 +59,54 @@ _WHAT = {"ref_image": "reference image", "ref_mask": "reference mask",
          "out_image": "output image", "out_mask": "output mask"}
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 INSTALL_HINT = 'Ray scoring needs Ray Data: pip install "pytest-masc[ray]"  (or: pip install "ray[data]>=2.40")'
+
+
+def start_ray(ray: Any, address: Optional[str], option: str = "--address") -> None:
+    """``ray.init`` for ``address`` (``None`` or ``"local"``: start a local Ray), failing fast
+    with one :class:`~pytest_masc.errors.DeviceError` line, naming ``option``, when no cluster
+    answers: Ray raises a long ``ConnectionError`` for ``auto`` and retries a dead
+    ``HOST:PORT`` for minutes."""
+    if address not in (None, "local", "auto"):
+        problem = _unanswered(address)
+        if problem:
+            raise DeviceError(
+                f"no Ray cluster answers at {option}={address} ({problem}): check the address (the head "
+                f"node's `ray status` prints it), start a cluster with `ray start --head`, or use "
+                f"{option}=local to start a local Ray for this run"
+            )
+    try:
+        ray.init(address=address or "local", include_dashboard=False)
+    except ConnectionError as error:
+        said = str(error).split(". ")[0].rstrip(".")
+        raise DeviceError(
+            f"no Ray cluster found for {option}={address} (Ray: {said}): start one on this machine with "
+            f"`ray start --head` ({option}=auto then finds it), or use {option}=local to start a local "
+            "Ray for this run"
+        ) from None
+
+
+def _unanswered(address: str, timeout: float = 5.0) -> Optional[str]:
+    """Why nothing accepts a TCP connection at ``[ray://]HOST:PORT`` (``None``: something does,
+    or the address is not of that form). A loopback host is also tried at this node's IP,
+    where Ray itself connects."""
+    match = re.fullmatch(r"(?:ray://)?\[?([^\[\]/]+?)\]?:(\d+)/?", address.strip())
+    if not match:
+        return None
+    host, port = match.group(1), int(match.group(2))
+    hosts = [host]
+    if host in ("localhost", "127.0.0.1", "::1"):
+        with contextlib.suppress(Exception):  # a private helper: the loopback probe still runs without it
+            from ray._private.services import get_node_ip_address
+
+            hosts.append(get_node_ip_address())
+    problem = None
+    for candidate in dict.fromkeys(hosts):
+        try:
+            with socket.create_connection((candidate, port), timeout=timeout):
+                return None
+        except OSError as error:
+            problem = problem or f"{candidate}:{port}: {error.strerror or error}"
+    return problem
 
 
 def import_ray():
@@ -498,7 +547,7 @@ def score_table(
     started = time.perf_counter()
     info.started_ray = not ray.is_initialized()
     if info.started_ray:
-        ray.init(address=address or "local", include_dashboard=False)
+        start_ray(ray, address)
     info.init_seconds = time.perf_counter() - started
     try:
         chunks = _chunks(table, rows_per_batch)

@@ -5,7 +5,11 @@
 Model options have the plugin's names without ``masc-`` (``--model``, ``--revision``,
 ``--device``, ``--dtype``, ``--max-patches``, ``--batch-size``). Exit status: 0 when every row
 scored, 1 when some rows hold an ``error`` (the table is written all the same), 2 for a
-usage, table, model or cluster error (nothing written).
+usage, table, model or cluster error (nothing written; no cluster at ``--address`` is one line).
+
+``python -m pytest_masc.ray export SUITE_OR_DIR... --out samples.parquet [--base-dir=DIR]``
+writes suites' cases as such a table (:func:`pytest_masc.ray.export.suite_samples`); exit
+status 0, or 2 for a suite or usage error.
 """
 from __future__ import annotations
 
@@ -44,6 +48,8 @@ def parser() -> argparse.ArgumentParser:
                     "optional distractors) on a Ray actor pool. Output: the input columns (a column named like an "
                     "output one kept as input_<name>: prompt -> input_prompt) plus concept, prompt, global_concept, "
                     "global_prompt, prompt_margin and error, in input order.",
+        epilog="To make such a table from suite files: python -m pytest_masc.ray export SUITE_OR_DIR... "
+               "--out samples.parquet (see: python -m pytest_masc.ray export --help).",
     )
     p.add_argument("table", help="samples table: .parquet/.pq or .csv, a path or a URI")
     p.add_argument("--out", required=True, help="scored table to write: .parquet/.pq or .csv")
@@ -63,7 +69,46 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def export_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m pytest_masc.ray export",
+        description="Write the cases of suite files as a samples table to score with python -m pytest_masc.ray: "
+                    "one row per case and reference, with the suite's defaults resolved (distractors: the concept's "
+                    "other prompts; subjects; masks) and the columns suite, suite_file, case_id, concept_name, "
+                    "reference_index before the samples columns. The mean of a case's rows' concept is the case's CP.",
+    )
+    p.add_argument("suites", nargs="+", help="suite files (masc_*.toml) or directories to search for them")
+    p.add_argument("--out", required=True, help="samples table to write: .parquet/.pq or .csv")
+    p.add_argument("--base-dir", help="write paths relative to this directory (score the table with the same "
+                                      "--base-dir, or put the table there); default: absolute paths")
+    return p
+
+
+def export_main(argv: Sequence[str]) -> int:
+    import warnings
+
+    from .export import suite_samples
+
+    args = export_parser().parse_args(argv)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            table = suite_samples(args.suites, base_dir=args.base_dir)
+        write_table(table, args.out)
+    except (MaSCError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for warning in caught:
+        print(f"note: {warning.message}", file=sys.stderr)
+    print(f"exported {table['case_id'].groupby(table['suite_file']).nunique().sum()} case(s) of "
+          f"{table['suite_file'].nunique()} suite file(s) as {len(table)} row(s) to {args.out}", file=sys.stderr)
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["export"]:
+        return export_main(argv[1:])
     args = parser().parse_args(argv)
     if args.device is not None and not re.fullmatch(r"cpu|cuda(:\d+)?", args.device):
         parser().error(f"--device {args.device!r}: expected cpu, cuda or cuda:N")

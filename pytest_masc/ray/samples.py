@@ -56,7 +56,7 @@ class RayScorer:
         sample that could not be scored; ``errors="raise"`` raises the first one."""
         import pandas as pd
 
-        from . import import_ray, score_table
+        from . import import_ray, score_table, start_ray
 
         results: list[Any] = [None] * len(samples)
         rows, positions = [], []
@@ -76,7 +76,7 @@ class RayScorer:
             ray = import_ray()
             started = not ray.is_initialized()
             if started:
-                ray.init(address=self.address or "local", include_dashboard=False)
+                start_ray(ray, self.address, "--masc-ray")
             try:
                 scored = score_table(pd.DataFrame(rows), **self._table_options(ray))
             finally:
