@@ -138,7 +138,9 @@ def test_exported_suites_score_on_ray_as_pytest_scores_them(pytester, demo, ray_
     result.assert_outcomes(passed=12, failed=1)  # cup-alone: a NaN margin fails min_prompt_margin
     records = {(r["suite"], r["case_id"]): r for r in json.loads((pytester.path / "run.json").read_text())["records"]}
 
-    scored = score_table(suite_samples(demo), model=tiny_model_dir, device="cpu", local_files_only=True, actors=1)
+    table = suite_samples(demo, base_dir=demo)  # suite-relative paths, read against base_dir
+    assert table["ref_image"].iloc[0] == "refs/robot.png"
+    scored = score_table(table, model=tiny_model_dir, device="cpu", local_files_only=True, actors=1, base_dir=demo)
     folded = case_scores(scored)
 
     assert len(folded) == len(records) == 13

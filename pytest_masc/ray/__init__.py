@@ -22,6 +22,11 @@ Rows come back in input order. To share work, rows are grouped by reference imag
 being cut into batches (each distinct reference and prompt is then encoded once per batch,
 and an actor's reference cache serves the next batches); a carried row index restores the
 order at the end.
+
+A row without ``distractors`` gets a NaN ``prompt_margin``: a table has no concepts to take
+other prompts from. :mod:`pytest_masc.ray.export` writes suites' cases as a table with their
+defaults resolved (one row per reference) and folds the scored table back into cases.
+An ``address`` with no cluster behind it is one :class:`~pytest_masc.errors.DeviceError` line.
 """
 from __future__ import annotations
 
