@@ -54,7 +54,7 @@ def evaluate_dreambench(
     in ``prompt_metrics``) are judged against the ``concept`` ratings; prompt-following ones
     (MaSC PF, the global image-text cosine, ``prompt_metrics``) against ``prompt``, on the
     units where PF applies (not style subjects). Each cell is
-    :func:`~pytest_masc.agreement.human_alpha` (metric min-max normalised over the cell's
+    :func:`~pytest_masc.stats.agreement.human_alpha` (metric min-max normalised over the cell's
     units, ratings / 4, two-rater interval alpha per group, mean over groups) with a
     percentile bootstrap CI over the cell's units. The normalisation scope follows from the
     cell: the ``"pooled"`` column normalises over every unit of the dimension, all methods
