@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 krippendorff = pytest.importorskip("krippendorff")
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from pytest_masc import agreement  # noqa: E402
-from pytest_masc.agreement import (  # noqa: E402
+from pytest_masc.stats import agreement  # noqa: E402
+from pytest_masc.stats.agreement import (  # noqa: E402
     bootstrap_ci,
     format_estimate,
     human_alpha,

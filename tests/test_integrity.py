@@ -193,7 +193,7 @@ def test_pooled_column_normalises_over_all_units_and_says_so(tmp_path):
     import numpy as np
 
     from pytest_masc import Score
-    from pytest_masc.agreement import human_alpha, krippendorff_alpha
+    from pytest_masc.stats.agreement import human_alpha, krippendorff_alpha
     from pytest_masc.protocols import evaluate_dreambench, format_table, load_dreambench_plus
     from pytest_masc.protocols.tables import POOLED
     from pytest_masc.testing.datasets import write_dreambench_fixture

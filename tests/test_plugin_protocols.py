@@ -13,7 +13,7 @@ from test_plugin import SUITE, make_images, run  # noqa: F401  (shared builders)
 def test_dreambench_protocol_suite_prints_table_and_gates(pytester, tiny_model_dir, tiny_masc):
     """The protocol's alpha gates compare the pooled alphas, worked out here from the loaded
     units' scores and ratings: gates just under them pass, just over them fail."""
-    from pytest_masc.agreement import human_alpha
+    from pytest_masc.stats.agreement import human_alpha
     from pytest_masc.protocols import load_dreambench_plus
     from pytest_masc.testing.datasets import write_dreambench_fixture
 
@@ -124,7 +124,7 @@ def test_human_ratings_give_alpha_and_gate_the_suite(pytester, tiny_model_dir, t
     the cases' scores and the ratings as written; gates just under them pass, gates just over
     them fail, and the margin is smaller than the gap to the alpha of a score paired with the
     other dimension's ratings."""
-    from pytest_masc.agreement import human_alpha
+    from pytest_masc.stats.agreement import human_alpha
 
     make_images(pytester.path)
     (pytester.path / "pytest.ini").write_text("[pytest]\n")

@@ -354,7 +354,7 @@ def test_xdist_workers_segment_what_they_need(pytester, root, tiny_model_dir, cl
 
 
 def test_dreambench_masks_auto_are_segmented_once_and_cached_in_the_mirror_layout(pytester, root, tiny_model_dir, clipseg_dir):
-    from pytest_masc.protocols.dreambench_plus import dreambench_mask_targets
+    from pytest_masc.protocols.dreambench_masks import dreambench_mask_targets
     from pytest_masc.testing.datasets import write_dreambench_fixture
 
     fixture = write_dreambench_fixture(root / "data")

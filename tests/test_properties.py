@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from pytest_masc import MaSC, Sample
 from pytest_masc.metric import functional
-from pytest_masc import strategies as ms
+from pytest_masc.testing import strategies as ms
 from pytest_masc.metric.inputs import load_mask
 from pytest_masc.metric.text import strip_subject
 

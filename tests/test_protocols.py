@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pytest_masc import InputError, Score
-from pytest_masc.agreement import human_alpha, human_vs_human_alpha
+from pytest_masc.stats.agreement import human_alpha, human_vs_human_alpha
 from pytest_masc.protocols import (
     HUMAN_CEILING,
     POOLED,

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_masc import strategies as ms
+from pytest_masc.testing import strategies as ms
 from pytest_masc.metric.text import StrippedPrompt, collapse_whitespace, strip_subject
 
 from oracle import require_oracle

@@ -318,7 +318,7 @@ def protocol_masks(segmenter: Optional[SessionSegmenter], spec: Any, cache_root:
     import hashlib
     import json
 
-    from ..protocols.dreambench_plus import write_dreambench_masks
+    from ..protocols.dreambench_masks import write_dreambench_masks
     from ..protocols.spec import AUTO_MASKS
 
     if spec.masks != AUTO_MASKS:

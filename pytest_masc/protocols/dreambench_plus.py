@@ -43,7 +43,6 @@ prompt following (their PF ratings are NaN and ``pf_applies`` is False).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -55,23 +54,24 @@ import numpy as np
 from ..errors import InputError
 from ..metric.inputs import load_mask
 from ..types import Sample
+from .dreambench_files import (
+    CATEGORIES,
+    DIMENSIONS,
+    IMAGE_EXTENSIONS,
+    PUBLISHED_METHODS,
+    SCALE_MAX,
+    Collection,
+    collection_id,
+    find_image,
+    method_name,
+    mirrored_mask,
+    parse_key,
+    rating_files,
+    read_collections,
+    read_ratings,
+    sample_dir,
+)
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-CATEGORIES = ("animal", "human", "object", "style")
-DIMENSIONS = ("concept", "prompt")
-RATING_FILES = {"concept": "cp", "prompt": "pf"}
-SCALE_MAX = 4
-
-#: Rating-file method name -> sample directory, from the published ``constants.METHODS``.
-PUBLISHED_METHODS = {
-    "textual_inversion_sd": "textual_inversion_sd_gs7_5_step100_seed42_torch_float16",
-    "dreambooth_sd": "dreambooth_sd_gs7_5_step100_seed42_torch_float16",
-    "dreambooth_lora_sdxl": "dreambooth_lora_sdxl_gs7_5_step100_seed42_torch_float16",
-    "blip_diffusion": "blip_diffusion_gs7_5_step100_seed42_torch_float16",
-    "emu2": "emu2_gs3_step50_seed42_torch_bfloat16",
-    "ip_adapter_plus_vit_h_sdxl": "ip_adapter_plus_vit_h_sdxl_scale0_6_gs7_5_step100_seed42_torch_float16",
-    "ip_adapter_vit_g_sdxl": "ip_adapter_vit_g_sdxl_scale0_6_gs7_5_step100_seed42_torch_float16",
-}
 
 #: Why a unit was dropped (keys of ``ProtocolData.dropped``, always all present).
 DROP_REASONS = (
@@ -82,38 +82,6 @@ DROP_REASONS = (
     "small_ref_mask",
     "small_out_mask",
 )
-
-
-def method_name(display_name: str) -> str:
-    """The rating-file name of a method: ``"DreamBooth LoRA SDXL"`` -> ``"dreambooth_lora_sdxl"``."""
-    return display_name.replace(" ", "_").replace("-", "_").lower()
-
-
-def collection_id(category: str, index: str, subject: str) -> str:
-    """``<category>_<index>_<subject>`` as the published loader builds it."""
-    prefix = f"live_subject_{category}" if category in ("animal", "human") else category
-    return "_".join([prefix, index, subject.lower().replace(" ", "_")])
-
-
-def parse_key(key: str, where: str = "ratings") -> tuple[str, int]:
-    """``"live_subject_animal_00_kitten-3"`` -> ``("live_subject_animal_00_kitten", 3)``."""
-    cid, sep, index = key.rpartition("-")
-    if not sep or not cid or not index.isdigit():
-        raise InputError(f"{where}: key {key!r} is not '<collection_id>-<prompt_index>'")
-    return cid, int(index)
-
-
-@dataclass(frozen=True)
-class Collection:
-    """One reference subject: its image, name and prompts."""
-
-    collection_id: str
-    category: str
-    index: str
-    subject: str
-    prompts: tuple[str, ...]
-    image: Path
-    caption: Path
 
 
 @dataclass(frozen=True)
@@ -181,149 +149,6 @@ class ProtocolData:
         )
 
 
-# --------------------------------------------------------------------------- reading
-
-
-def find_image(directory: Path, stem: str) -> Optional[Path]:
-    """``directory/<stem>.<ext>`` for the first image extension that exists (any case)."""
-    for ext in IMAGE_EXTENSIONS:
-        for candidate in (directory / f"{stem}{ext}", directory / f"{stem}{ext.upper()}"):
-            if candidate.is_file():
-                return candidate
-    return None
-
-
-def _mirror(masks: Path, root: Path, image: Path) -> Optional[Path]:
-    relative = image.relative_to(root)
-    return find_image(masks / relative.parent, relative.stem)
-
-
-def read_collections(root: Union[str, os.PathLike]) -> dict[str, Collection]:
-    """Every reference subject under ``root/data/images``, by collection id (sorted).
-
-    Raises:
-        InputError: no ``data/images`` directory, a reference without a caption file, an
-            empty caption, or two images with the same collection id.
-    """
-    root = Path(root)
-    images_dir = root / "data" / "images"
-    if not images_dir.is_dir():
-        raise InputError(f"{images_dir}: DreamBench++ reference image directory not found")
-    collections: dict[str, Collection] = {}
-    for category_dir in sorted(p for p in images_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for image in sorted(category_dir.iterdir()):
-            if image.suffix.lower() not in IMAGE_EXTENSIONS or image.name.startswith("."):
-                continue
-            candidates = [
-                root / "data" / "captions" / category_dir.name / f"{image.stem}.txt",
-                image.with_suffix(".txt"),
-            ]
-            caption = next((c for c in candidates if c.is_file()), None)
-            if caption is None:
-                raise InputError(
-                    f"{image}: no caption file for this reference image (looked for "
-                    f"{candidates[0]} and {candidates[1]})"
-                )
-            try:
-                lines = [line.strip() for line in caption.read_text(encoding="utf-8").splitlines()]
-            except (OSError, UnicodeDecodeError) as error:
-                raise InputError(f"{caption}: cannot read caption file ({error})") from None
-            if not lines or not lines[0]:
-                raise InputError(f"{caption}: caption file is empty; its first line must be the subject name")
-            subject = lines[0]
-            cid = collection_id(category_dir.name, image.stem, subject)
-            if cid in collections:
-                raise InputError(f"{image}: collection {cid!r} also comes from {collections[cid].image}")
-            collections[cid] = Collection(
-                collection_id=cid,
-                category=category_dir.name,
-                index=image.stem,
-                subject=subject,
-                prompts=tuple(line for line in lines[1:] if line),
-                image=image,
-                caption=caption,
-            )
-    return dict(sorted(collections.items()))
-
-
-def read_ratings(path: Union[str, os.PathLike], scale_max: float = SCALE_MAX) -> dict[str, float]:
-    """One merged rating file: ``{key: rating}`` with ``null`` as NaN.
-
-    Raises:
-        InputError: malformed JSON, not an object, a key not ``<collection_id>-<index>``, a
-            rating that is not a number in ``[0, scale_max]``; the message names the file.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"{path}: cannot read human rating file ({error})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise InputError(
-            f"{path}: malformed JSON in human rating file ({error.msg} at line {error.lineno}, column {error.colno})"
-        ) from None
-    if not isinstance(data, dict):
-        raise InputError(
-            f"{path}: human rating file must hold a JSON object of key -> rating, got {type(data).__name__}"
-        )
-    ratings = {}
-    for key, value in data.items():
-        parse_key(key, str(path))
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            ratings[key] = math.nan
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InputError(
-                f"{path}: rating of {key!r} is {value!r}, not a number (merged data holds one number per key)"
-            )
-        if not 0 <= value <= scale_max:
-            raise InputError(f"{path}: rating of {key!r} is {value}, outside 0..{scale_max:g}")
-        ratings[key] = float(value)
-    return ratings
-
-
-def _rating_files(root: Path) -> tuple[tuple[str, ...], dict[str, dict[str, dict[str, Path]]]]:
-    """Groups and ``{method: {dimension: {group: path}}}`` under data_human_rating/merged_data."""
-    merged = root / "data_human_rating" / "merged_data"
-    if not merged.is_dir():
-        return (), {}
-    groups = tuple(sorted(p.name for p in merged.iterdir() if p.is_dir() and not p.name.startswith(".")))
-    files: dict[str, dict[str, dict[str, Path]]] = {}
-    for group in groups:
-        for path in sorted((merged / group).glob("*.json")):
-            for dimension, suffix in RATING_FILES.items():
-                if path.name.endswith(f"-{suffix}.json"):
-                    method = path.name[: -len(f"-{suffix}.json")]
-                    files.setdefault(method, {}).setdefault(dimension, {})[group] = path
-    return groups, files
-
-
-def _sample_dir(root: Path, name: str, explicit: Optional[Union[str, os.PathLike]]) -> Optional[Path]:
-    samples = root / "samples"
-    if explicit is not None:
-        path = Path(explicit)
-        path = path if path.is_absolute() else samples / path
-        if not path.is_dir():
-            raise InputError(f"{path}: sample directory of method {name!r} not found")
-        return path
-    if (samples / name).is_dir():
-        return samples / name
-    published = PUBLISHED_METHODS.get(name)
-    if published and (samples / published).is_dir():
-        return samples / published
-    if not samples.is_dir():
-        return None
-    matches = sorted(p for p in samples.iterdir() if p.is_dir() and p.name.startswith(f"{name}_"))
-    if len(matches) > 1:
-        raise InputError(
-            f"{samples}: several sample directories could be method {name!r} "
-            f"({', '.join(p.name for p in matches)}); pass methods={{{name!r}: '<directory>'}}"
-        )
-    return matches[0] if matches else None
-
-
 def _mask_fraction(path: Path, cache: dict[Path, float]) -> float:
     if path not in cache:
         cache[path] = float(np.mean(load_mask(path, "mask")))
@@ -361,69 +186,84 @@ def load_dreambench_plus(
         InputError: a malformed rating or caption file (named), a requested method with
             neither ratings nor samples, no reference directory.
     """
-    root = Path(root)
-    masks = Path(masks)
-    if not masks.is_dir():
-        raise InputError(f"{masks}: mask directory not found")
-    if not 0.0 <= float(min_mask_fraction) < 1.0:
-        raise ValueError(f"min_mask_fraction must be in [0, 1), got {min_mask_fraction}")
+    root, masks = Path(root), Path(masks)
+    _check_arguments(masks, min_mask_fraction)
     collections = read_collections(root)
-    groups, files = _rating_files(root)
-
+    groups, files = rating_files(root)
     names, explicit = _method_names(root, files, methods)
-
-    dropped = {reason: 0 for reason in DROP_REASONS}
-    units: list[DreamBenchUnit] = []
-    rating_rows: dict[str, list[list[float]]] = {d: [] for d in DIMENSIONS}
-    fractions: dict[Path, float] = {}
+    loaded = _Loaded(dropped={reason: 0 for reason in DROP_REASONS}, ratings={d: [] for d in DIMENSIONS})
     method_dirs: dict[str, Optional[Path]] = {}
     for name in names:
-        sample_dir = _sample_dir(root, name, explicit.get(name))
-        method_dirs[name] = sample_dir
-        method_files = files.get(name, {})
-        if sample_dir is None and not method_files:
-            raise InputError(
-                f"{root}: method {name!r} has no rating files under data_human_rating/merged_data/<group>/ "
-                f"and no sample directory under samples/"
-            )
-        tables = {
-            dimension: {group: read_ratings(path) for group, path in method_files.get(dimension, {}).items()}
-            for dimension in DIMENSIONS
-        }
-        keys = {key for per_group in tables.values() for table in per_group.values() for key in table}
-        all_outputs = not method_files if rated_only is None else not rated_only
-        if all_outputs and sample_dir is not None:
-            keys |= _output_keys(sample_dir)
-        for key in sorted(keys, key=parse_key):
-            located = _locate(_Layout(root, masks, collections, sample_dir), key, min_mask_fraction, fractions)
-            if isinstance(located, str):
-                dropped[located] += 1
-                continue
-            unit = dataclasses.replace(located, method=name)
-            units.append(unit)
-            for dimension in DIMENSIONS:
-                row = [tables[dimension].get(group, {}).get(key, math.nan) for group in groups]
-                if dimension == "prompt" and not unit.pf_applies:
-                    row = [math.nan] * len(groups)
-                rating_rows[dimension].append(row)
-
-    ratings = {
-        dimension: np.asarray(rows, dtype=np.float64).reshape(len(units), len(groups)).T.copy()
-        for dimension, rows in rating_rows.items()
-    }
-    samples = [
-        Sample(u.ref_image, u.ref_mask, u.out_image, u.out_mask, u.prompt, u.subject) for u in units
-    ]
+        method_dirs[name] = sample_dir(root, name, explicit.get(name))
+        layout = _Layout(root, masks, collections, method_dirs[name])
+        _load_method(loaded, name, layout, files.get(name, {}), groups, min_mask_fraction, rated_only)
     return ProtocolData(
-        samples=samples,
-        units=units,
-        ratings=ratings,
+        samples=[Sample(u.ref_image, u.ref_mask, u.out_image, u.out_mask, u.prompt, u.subject) for u in loaded.units],
+        units=loaded.units,
+        ratings={dimension: _ratings_matrix(rows, len(loaded.units), len(groups))
+                 for dimension, rows in loaded.ratings.items()},
         groups=groups,
-        dropped=dropped,
+        dropped=loaded.dropped,
         methods=tuple(names),
         method_dirs=method_dirs,
         root=root,
     )
+
+
+def _check_arguments(masks: Path, min_mask_fraction: float) -> None:
+    if not masks.is_dir():
+        raise InputError(f"{masks}: mask directory not found")
+    if not 0.0 <= float(min_mask_fraction) < 1.0:
+        raise ValueError(f"min_mask_fraction must be in [0, 1), got {min_mask_fraction}")
+
+
+@dataclass
+class _Loaded:
+    """What :func:`load_dreambench_plus` has gathered so far: the kept units, one rating row
+    (one entry per rater group) per unit and dimension, and the drop counts."""
+
+    dropped: dict[str, int]
+    ratings: dict[str, list[list[float]]]
+    units: list[DreamBenchUnit] = field(default_factory=list)
+    fractions: dict[Path, float] = field(default_factory=dict)  # mask path -> foreground fraction
+
+
+def _load_method(
+    loaded: _Loaded, name: str, layout: "_Layout", method_files: Mapping[str, Mapping[str, Path]],
+    groups: tuple[str, ...], min_mask_fraction: float, rated_only: Optional[bool],
+) -> None:
+    """Add one method's units and their ratings to ``loaded``: every key some group rated
+    (and every seed-0 output too when ``rated_only`` says so), each located or dropped."""
+    if layout.sample_dir is None and not method_files:
+        raise InputError(
+            f"{layout.root}: method {name!r} has no rating files under data_human_rating/merged_data/<group>/ "
+            f"and no sample directory under samples/"
+        )
+    tables = {
+        dimension: {group: read_ratings(path) for group, path in method_files.get(dimension, {}).items()}
+        for dimension in DIMENSIONS
+    }
+    keys = {key for per_group in tables.values() for table in per_group.values() for key in table}
+    all_outputs = not method_files if rated_only is None else not rated_only
+    if all_outputs and layout.sample_dir is not None:
+        keys |= _output_keys(layout.sample_dir)
+    for key in sorted(keys, key=parse_key):
+        located = _locate(layout, key, min_mask_fraction, loaded.fractions)
+        if isinstance(located, str):
+            loaded.dropped[located] += 1
+            continue
+        unit = dataclasses.replace(located, method=name)
+        loaded.units.append(unit)
+        for dimension in DIMENSIONS:
+            row = [tables[dimension].get(group, {}).get(key, math.nan) for group in groups]
+            if dimension == "prompt" and not unit.pf_applies:
+                row = [math.nan] * len(groups)
+            loaded.ratings[dimension].append(row)
+
+
+def _ratings_matrix(rows: list[list[float]], units: int, groups: int) -> np.ndarray:
+    """``(groups, units)`` float64 ratings from one row per unit."""
+    return np.asarray(rows, dtype=np.float64).reshape(units, groups).T.copy()
 
 
 def _method_names(
@@ -482,10 +322,10 @@ def _locate(layout: _Layout, key: str, min_mask_fraction: float, fractions: dict
     out_image = find_image(layout.sample_dir / "tgt_image" / cid, f"{prompt_index}_0") if layout.sample_dir else None
     if out_image is None:
         return "missing_output"
-    ref_mask = _mirror(layout.masks, layout.root, collection.image)
+    ref_mask = mirrored_mask(layout.masks, layout.root, collection.image)
     if ref_mask is None:
         return "missing_ref_mask"
-    out_mask = _mirror(layout.masks, layout.root, out_image)
+    out_mask = mirrored_mask(layout.masks, layout.root, out_image)
     if out_mask is None:
         return "missing_out_mask"
     if _mask_fraction(ref_mask, fractions) <= min_mask_fraction:
@@ -540,62 +380,3 @@ __all__ = [
     "read_collections",
     "read_ratings",
 ]
-
-
-# --------------------------------------------------------------------------- computed masks
-
-
-@dataclass(frozen=True)
-class MaskWork:
-    """What :func:`write_dreambench_masks` did: masks written now, masks already on disk."""
-
-    written: int
-    reused: int
-
-
-def dreambench_mask_targets(root: Union[str, os.PathLike]) -> list[tuple[Path, str]]:
-    """Every image that needs a mask, with the subject to segment in it (the class name on
-    the first caption line): each reference under ``data/images`` and each seed-0 output
-    ``samples/<method_dir>/tgt_image/<collection_id>/<prompt_index>_0.<ext>``."""
-    root = Path(root)
-    collections = read_collections(root)
-    targets = [(c.image, c.subject) for c in collections.values()]
-    samples = root / "samples"
-    for output_dir in sorted(samples.glob("*/tgt_image/*")) if samples.is_dir() else []:
-        collection = collections.get(output_dir.name)
-        if collection is None or not output_dir.is_dir():
-            continue
-        for image in sorted(output_dir.iterdir()):
-            if image.suffix.lower() in IMAGE_EXTENSIONS and image.stem.endswith("_0"):
-                targets.append((image, collection.subject))
-    return targets
-
-
-def write_dreambench_masks(
-    root: Union[str, os.PathLike],
-    masks: Union[str, os.PathLike],
-    segment: Any,
-    *,
-    chunk: int = 64,
-) -> MaskWork:
-    """Segment every DreamBench++ image that has no mask under ``masks`` yet and save its
-    mask there as a PNG in the mirror layout :func:`load_dreambench_plus` reads.
-
-    ``segment(images, texts)`` returns one ``HxW`` bool mask per pair (e.g. a loaded
-    :class:`~pytest_masc.metric.segmentation.Segmenter`'s ``segment_many``). Masks already
-    on disk are kept, so a second run segments nothing. Empty masks are written too: the
-    loader drops their units as ``small_*_mask``.
-    """
-    from PIL import Image
-
-    root, masks = Path(root), Path(masks)
-    targets = dreambench_mask_targets(root)
-    todo = [(image, subject) for image, subject in targets if _mirror(masks, root, image) is None]
-    reused = len(targets) - len(todo)
-    for start in range(0, len(todo), chunk):
-        part = todo[start:start + chunk]
-        for (image, _), mask in zip(part, segment([image for image, _ in part], [subject for _, subject in part])):
-            target = (masks / image.relative_to(root)).with_suffix(".png")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(np.asarray(mask, dtype=bool).astype(np.uint8) * 255).save(target)
-    return MaskWork(written=len(todo), reused=reused)

@@ -54,7 +54,7 @@ def evaluate_dreambench(
     in ``prompt_metrics``) are judged against the ``concept`` ratings; prompt-following ones
     (MaSC PF, the global image-text cosine, ``prompt_metrics``) against ``prompt``, on the
     units where PF applies (not style subjects). Each cell is
-    :func:`~pytest_masc.agreement.human_alpha` (metric min-max normalised over the cell's
+    :func:`~pytest_masc.stats.agreement.human_alpha` (metric min-max normalised over the cell's
     units, ratings / 4, two-rater interval alpha per group, mean over groups) with a
     percentile bootstrap CI over the cell's units. The normalisation scope follows from the
     cell: the ``"pooled"`` column normalises over every unit of the dimension, all methods
@@ -74,54 +74,62 @@ def evaluate_dreambench(
     Returns:
         Rows in table order: dimension, metric, then the methods and ``"pooled"``.
     """
+    metrics = _metrics_by_dimension(data, scores, extra_metrics, set(prompt_metrics))
+    method_of = data.method_of
+    columns = [m for m in data.methods if (method_of == m).any()] + [POOLED]
+    boot = dict(n_resamples=n_resamples, confidence=confidence, seed=seed)
+    rows: list[Row] = []
+    for dimension in ("concept", "prompt"):
+        applies = data.pf_applies if dimension == "prompt" else np.ones(len(data), dtype=bool)
+        cells = {column: applies & ((method_of == column) if column != POOLED else True) for column in columns}
+        ratings = data.ratings[dimension]
+        for label, values in metrics[dimension]:
+            for column, cell in cells.items():
+                estimate, units = _metric_alpha(values[cell], ratings[:, cell], data.scale_max, boot)
+                rows.append(Row(dimension, label, column, estimate, units))
+        if len(data.groups) >= 2:
+            for column, cell in cells.items():
+                estimate, units = _human_ceiling(ratings[:, cell], data.scale_max, boot)
+                rows.append(Row(dimension, HUMAN_CEILING, column, estimate, units))
+    return rows
+
+
+def _metrics_by_dimension(
+    data: ProtocolData, scores: Sequence[Any], extra_metrics: Optional[Mapping[str, np.ndarray]],
+    prompt_metrics: set[str],
+) -> dict[str, list[tuple[str, np.ndarray]]]:
+    """``{"concept": [(label, (n,) values)], "prompt": [...]}``: MaSC's metrics, then the extra
+    ones (judged against prompt following when named in ``prompt_metrics``)."""
     n = len(data)
     if len(scores) != n:
         raise ValueError(f"got {len(scores)} scores for {n} samples")
-    prompt_metrics = set(prompt_metrics)
-    metrics: dict[str, list[tuple[str, np.ndarray]]] = {"concept": [], "prompt": []}
-    for dimension, entries in MASC_METRICS.items():
-        for label, attribute in entries:
-            metrics[dimension].append((label, _score_values(scores, attribute)))
+    metrics: dict[str, list[tuple[str, np.ndarray]]] = {
+        dimension: [(label, _score_values(scores, attribute)) for label, attribute in entries]
+        for dimension, entries in MASC_METRICS.items()
+    }
     for name, values in (extra_metrics or {}).items():
         array = np.asarray(values, dtype=np.float64)
         if array.shape != (n,):
             raise ValueError(f"extra metric {name!r} has shape {array.shape}, expected ({n},)")
         metrics["prompt" if name in prompt_metrics else "concept"].append((name, array))
+    return metrics
 
-    method_of = data.method_of
-    columns = [m for m in data.methods if (method_of == m).any()] + [POOLED]
-    pf_applies = data.pf_applies
-    boot = dict(n_resamples=n_resamples, confidence=confidence, seed=seed)
-    rows: list[Row] = []
-    for dimension in ("concept", "prompt"):
-        ratings = data.ratings[dimension]
-        applies = pf_applies if dimension == "prompt" else np.ones(n, dtype=bool)
-        entries = list(metrics[dimension])
-        for label, values in entries:
-            for column in columns:
-                cell = applies & ((method_of == column) if column != POOLED else True)
-                x = values[cell]
-                y = ratings[:, cell]
-                rated = np.isfinite(x) & np.isfinite(y).any(axis=0)
-                if rated.sum() >= 2:
-                    estimate = Estimate(
-                        human_alpha(x, y, data.scale_max), *human_alpha_ci(x, y, data.scale_max, **boot)
-                    )
-                else:
-                    estimate = Estimate(math.nan)
-                rows.append(Row(dimension, label, column, estimate, int(rated.sum())))
-        if len(data.groups) >= 2:
-            for column in columns:
-                cell = applies & ((method_of == column) if column != POOLED else True)
-                y = ratings[:, cell]
-                both = int((np.isfinite(y).sum(axis=0) >= 2).sum())
-                if both >= 2:
-                    estimate = Estimate(human_vs_human_alpha(y, data.scale_max),
-                                        *human_vs_human_alpha_ci(y, data.scale_max, **boot))
-                else:
-                    estimate = Estimate(math.nan)
-                rows.append(Row(dimension, HUMAN_CEILING, column, estimate, both))
-    return rows
+
+def _metric_alpha(values: np.ndarray, ratings: np.ndarray, scale_max: float, boot: dict[str, Any]) -> tuple[Estimate, int]:
+    """One cell: alpha of ``(m,)`` metric values against ``(G, m)`` ratings with its bootstrap
+    CI, over the units with a finite value and at least one rating (NaN under two such units)."""
+    rated = np.isfinite(values) & np.isfinite(ratings).any(axis=0)
+    if rated.sum() < 2:
+        return Estimate(math.nan), int(rated.sum())
+    return Estimate(human_alpha(values, ratings, scale_max), *human_alpha_ci(values, ratings, scale_max, **boot)), int(rated.sum())
+
+
+def _human_ceiling(ratings: np.ndarray, scale_max: float, boot: dict[str, Any]) -> tuple[Estimate, int]:
+    """One cell of the human-human row: inter-group alpha over the units two groups rated."""
+    both = int((np.isfinite(ratings).sum(axis=0) >= 2).sum())
+    if both < 2:
+        return Estimate(math.nan), both
+    return Estimate(human_vs_human_alpha(ratings, scale_max), *human_vs_human_alpha_ci(ratings, scale_max, **boot)), both
 
 
 def evaluate_identity(

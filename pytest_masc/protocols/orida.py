@@ -40,7 +40,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..types import Sample
-from .dreambench_plus import IMAGE_EXTENSIONS, find_image
+from .dreambench_files import IMAGE_EXTENSIONS, find_image
 
 VERSION_DIR = "ORIDa_v1.0"
 

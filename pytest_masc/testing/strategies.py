@@ -3,7 +3,7 @@
 Use them in your own property tests of metrics, gates or data pipelines::
 
     from hypothesis import given, settings
-    from pytest_masc import strategies as ms
+    from pytest_masc.testing import strategies as ms
 
     @settings(max_examples=20, deadline=None)
     @given(ms.samples(subject="sks dog"))
