@@ -21,6 +21,7 @@ from pytest_masc import Sample
 from pytest_masc import ray as masc_ray
 from pytest_masc.errors import DeviceError, InputError, ModelLoadError
 from pytest_masc.ray.cli import main
+from pytest_masc.ray.schema import cell_text
 
 ATOL = 1e-5
 PROMPTS = ["a photo of a dog on the beach", "a dog in the snow", "a dog on a wooden table in a kitchen"]
@@ -245,7 +246,7 @@ def test_tables_round_trip_parquet_and_csv(tmp_path):
     for back in (from_parquet, from_csv):
         assert back["prompt"].tolist() == ["1984", "a dog", "a dog in the snow"]  # text, not a number
         assert [masc_ray.parse_distractors(d) for d in back["distractors"]] == [tuple(d) for d in table["distractors"]]
-        assert [masc_ray._text(s, "subject") for s in back["subject"]] == [None, "dog", "dog"]
+        assert [cell_text(s, "subject") for s in back["subject"]] == [None, "dog", "dog"]
     with pytest.raises(InputError, match="nowhere.csv: samples table not found"):
         masc_ray.read_table(tmp_path / "nowhere.csv")
 

@@ -20,7 +20,8 @@ from typing import Optional, Sequence
 
 from ..defaults import DEFAULT_MAX_PATCHES, DEFAULT_MODEL, DTYPE_ALIASES
 from ..errors import MaSCError
-from . import RunInfo, error_rows, score_table, write_table
+from .score import RunInfo, error_rows, score_table
+from .tables import write_table
 
 SHOWN_ERRORS = 10
 

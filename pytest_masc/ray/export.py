@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Iterable, Optional, Union
 
 from ..errors import SuiteError
 from ..suite import Suite, is_suite_file, load_suite
-from . import SCORE_COLUMNS
+from .schema import SCORE_COLUMNS
 
 if TYPE_CHECKING:
     import pandas as pd

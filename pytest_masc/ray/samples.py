@@ -1,7 +1,7 @@
-"""Score a list of :class:`~pytest_masc.types.Sample` on Ray: :class:`RayScorer` has
-``MaSC.score_many``'s signature, so code that takes a ``MaSC`` (the benchmark protocols, the
-plugin's ``--masc-ray``) can score through :func:`pytest_masc.ray.score_table` instead.
-Ray is imported only when scoring starts."""
+"""Score a list of :class:`~pytest_masc.types.Sample` on Ray for ``--masc-ray``: :func:`parse_address`
+reads the option's address, and :class:`RayScorer` has ``MaSC.score_many``'s signature, so code
+that takes a ``MaSC`` (the benchmark protocols, the plugin) can score through
+:func:`pytest_masc.ray.score_table` instead. Ray is imported only when scoring starts."""
 from __future__ import annotations
 
 import math
@@ -12,7 +12,9 @@ from typing import Any, Callable, Optional, Sequence
 
 from ..errors import InputError, MaSCError
 from ..types import Sample, Score
-from . import ModelOptions
+from .actor import ModelOptions
+from .cluster import import_ray, ray_running
+from .score import score_table
 
 _ADDRESS = re.compile(r"local|auto|ray://\S+|[A-Za-z0-9_.\-\[\]:]+:\d+")
 
@@ -56,8 +58,6 @@ class RayScorer:
         sample that could not be scored; ``errors="raise"`` raises the first one."""
         import pandas as pd
 
-        from . import import_ray, score_table, start_ray
-
         results: list[Any] = [None] * len(samples)
         rows, positions = [], []
         for index, sample in enumerate(samples):
@@ -74,14 +74,8 @@ class RayScorer:
                 results[index] = error
         if rows:
             ray = import_ray()
-            started = not ray.is_initialized()
-            if started:
-                start_ray(ray, self.address, "--masc-ray")
-            try:
+            with ray_running(ray, self.address, "--masc-ray"):
                 scored = score_table(pd.DataFrame(rows), **self._table_options(ray))
-            finally:
-                if started:
-                    ray.shutdown()
             for index, row in zip(positions, scored.to_dict("records")):
                 results[index] = self._result(row)
         if progress is not None:
