@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ..suite import is_suite_file
-from .collect import MascCaseItem, MascProtocolItem, MascSuiteFile
+from .collect import MascCaseItem, MascProtocolItem, MascSuiteFile, refuse_shared_suite_names
 from .fixtures import masc, masc_model, masc_segmenter  # noqa: F401  (fixtures the plugin provides)
 from .fixtures import unchecked_reason
 from .markers import GATES_OFF, register_markers, validate_marker
@@ -89,6 +89,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    refuse_shared_suite_names(session, items)  # before -k and the like: the same error for any selection
     settings = config.stash[SESSION_KEY].settings
     skip = pytest.mark.skip(reason=GATES_OFF)
     grouped = settings.enabled and config.pluginmanager.hasplugin("xdist")
