@@ -174,18 +174,6 @@ def test_marker_reference_outside_the_test_directory_is_refused_like_a_suite_pat
     ])
 
 
-def test_masc_option_value_written_with_a_space_warns(pytester, tiny_model_dir):
-    pytester.makepyfile(test_plain="def test_plain():\n    pass\n")
-    result = pytester.runpytest("--masc-model", str(tiny_model_dir), "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines([
-        f"*PytestConfigWarning: --masc-model {tiny_model_dir}: pytest also took * for a test path when choosing "
-        f"the rootdir*write --masc-model={tiny_model_dir}",
-    ])
-    quiet = pytester.runpytest(f"--masc-model={tiny_model_dir}", "-p", "no:cacheprovider")
-    assert "PytestConfigWarning" not in quiet.stdout.str()
-
-
 # --------------------------------------------------------------------------- the paper table's normalisation
 
 

@@ -702,8 +702,8 @@ def test_xdist_group_of_same_named_suite_files_in_two_folders_differ(pytester, s
     a/masc_dogs.toml and b/masc_dogs.toml are two batches that may go to two workers."""
     pytest.importorskip("xdist")
     for folder in ("a", "b"):
-        make_images(suite_dir / folder)
-        (suite_dir / folder / "masc_dogs.toml").write_text(SUITE)
+        make_images(suite_dir / folder)  # one file name, two suite names: one suite name is one suite
+        (suite_dir / folder / "masc_dogs.toml").write_text(SUITE.replace('"dog-release"', f'"dog-release-{folder}"'))
     (suite_dir / "masc_dogs.toml").unlink()
     pytester.makeconftest(textwrap.dedent("""
         import pytest

@@ -5,12 +5,13 @@ Nothing here imports torch or transformers: they load when a gate first needs th
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 from ..suite import is_suite_file
-from .collect import MascCaseItem, MascProtocolItem, MascSuiteFile
+from .collect import MascCaseItem, MascProtocolItem, MascSuiteFile, refuse_shared_suite_names
 from .fixtures import masc, masc_model, masc_segmenter  # noqa: F401  (fixtures the plugin provides)
 from .fixtures import unchecked_reason
 from .markers import GATES_OFF, register_markers, validate_marker
@@ -22,6 +23,8 @@ from .terminal import SessionGateReport, closing_counts, finish_session, summary
 
 XDIST_GROUP_PREFIX = "masc-suite:"
 XDIST_LOADGROUP_KEY = "masc_loadgroup"
+#: the warnings for ``--masc-* VALUE`` written with a space, printed when the session starts
+SPACED_VALUES_KEY: "pytest.StashKey[list[str]]" = pytest.StashKey()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -30,10 +33,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     register_markers(config)
-    settings = Settings.from_config(config)
+    spaced = config.stash[SPACED_VALUES_KEY] = values_taken_as_test_paths(config)
+    try:
+        settings = Settings.from_config(config)
+    except pytest.UsageError as error:
+        if not spaced:
+            raise
+        raise pytest.UsageError("\n".join([str(error), *(f"note: {message}" for message in spaced)])) from None
     state = config.stash[SESSION_KEY] = MascSession(config=config, settings=settings)
-    for message in values_taken_as_test_paths(config):
-        config.issue_config_time_warning(pytest.PytestConfigWarning(message), stacklevel=2)
     if not settings.enabled:
         return
     if settings.segmenter is not None:  # loads when the first mask is needed
@@ -57,6 +64,23 @@ def pytest_configure(config: pytest.Config) -> None:
         # LoadGroupScheduling groups by: every case would be its own group and a suite file's cases
         # would spread over the workers. The controller says it schedules by group (below).
         config.option.loadgroup = True
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_sessionstart(session: pytest.Session):
+    """Before anything is collected, under the header (rootdir, configfile): the
+    ``--masc-* VALUE`` written with a space (:func:`values_taken_as_test_paths`)."""
+    result = yield
+    config = session.config
+    if hasattr(config, "workerinput"):
+        return result
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    for message in config.stash.get(SPACED_VALUES_KEY, []):
+        if reporter is not None:
+            reporter.write_line(f"pytest-masc warning: {message}", yellow=True, bold=True)
+        else:
+            sys.stderr.write(f"pytest-masc warning: {message}\n")
+    return result
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -89,6 +113,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    refuse_shared_suite_names(session, items)  # before -k and the like: the same error for any selection
     settings = config.stash[SESSION_KEY].settings
     skip = pytest.mark.skip(reason=GATES_OFF)
     grouped = settings.enabled and config.pluginmanager.hasplugin("xdist")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 import pytest
@@ -16,6 +17,7 @@ from ..protocols.spec import ProtocolSpec
 from ..suite import Case, Concept, Suite, load_suite, missing_files
 from ..types import Sample
 from .masks import MaskedInputs, MaskNeeds, fill_masks, protocol_masks
+from .fixtures import python_suite_name
 from .session import SESSION_KEY, MascSession
 from .terminal import ProgressLine
 from .verdict import MascGateFailure, ScoredInputs, judge, plain_nodeid
@@ -25,6 +27,9 @@ if TYPE_CHECKING:
 
 #: where ``masks=auto`` protocols cache their masks, under the rootdir
 MASK_CACHE = ".masc-masks"
+
+#: suite name -> the suite files collected under it (path -> node); one per name is allowed
+SUITE_FILES_KEY: "pytest.StashKey[dict[str, dict[Path, MascSuiteFile]]]" = pytest.StashKey()
 
 
 class MascSuiteFile(pytest.File):
@@ -37,6 +42,8 @@ class MascSuiteFile(pytest.File):
             suite = load_suite(self.path, check_files=False)
         except SuiteError as error:
             raise self.CollectError(f"MaSC suite error: {error}") from None
+        self.suite_name = suite.name  # checked against the run's other suites: refuse_shared_suite_names
+        self.config.stash.setdefault(SUITE_FILES_KEY, {}).setdefault(suite.name, {})[self.path] = self
         unmasked = _first_unmasked(suite)
         if unmasked and self.config.stash[SESSION_KEY].segmenter is None:
             raise self.CollectError(
@@ -251,6 +258,52 @@ class MascProtocolItem(pytest.Item):
 
     def reportinfo(self):
         return self.path, 0, f"{self.suite_name}::{self.protocol.kind}"
+
+
+def refuse_shared_suite_names(session: pytest.Session, items: list[pytest.Item]) -> None:
+    """Suite names are unique within a run: a name is one summary row per concept, one
+    baseline entry and one set of suite gates. Every suite file whose name another suite
+    file, the ``--masc-protocol`` or a file of python gates also uses gets the same
+    collection error naming them all, whichever was collected first, and its items are
+    dropped (with ``--continue-on-collection-errors`` the other suites still run)."""
+    config = session.config
+    state = config.stash[SESSION_KEY]
+    others: dict[str, set[str]] = {}
+    if state.settings.enabled and state.settings.protocol is not None:
+        kind = state.settings.protocol.kind
+        others.setdefault(kind, set()).add(f"--masc-protocol={kind}=... (a protocol's suite is named after its kind)")
+    for item in items:
+        if isinstance(item, pytest.Function) and item.get_closest_marker("masc") is not None:
+            name = python_suite_name(item)
+            others.setdefault(name, set()).add(f"the python gates of {name} (their suite is the test file's path)")
+    refused: set[pytest.Collector] = set()
+    for name, files in sorted(config.stash.get(SUITE_FILES_KEY, {}).items()):
+        if len(files) + len(others.get(name, ())) < 2:
+            continue
+        nodes = sorted(files.values(), key=lambda node: node.nodeid)
+        named_after_file = [node.path.name for node in nodes if node.suite_name == _name_from_file(node.path)]
+        default = (
+            f" (a suite file without [suite] name is named after its file: {named_after_file[0]} -> {name!r})"
+            if named_after_file else ""
+        )
+        for node in nodes:  # one message per file, each naming all: pytest-xdist shows a message once
+            users = [other.nodeid for other in nodes if other is not node] + sorted(others.get(name, ()))
+            message = (
+                f"MaSC suite error: {node.nodeid}: suite name {name!r} is also used by {' and '.join(users)}{default}. "
+                "Suite names must be unique within a run: a suite name is one row per concept in the summary, one "
+                "baseline entry and one set of suite gates, so these would be pooled and one file's suite gates "
+                'would replace the other\'s. Give each suite file its own name: [suite] name = "..."'
+            )
+            config.hook.pytest_collectreport(report=pytest.CollectReport(node.nodeid, "failed", message, []))
+            refused.add(node)
+        state.suite_gates.pop(name, None)
+    if refused:
+        items[:] = [item for item in items if item.parent not in refused]
+
+
+def _name_from_file(path: Path) -> str:
+    """The name of a suite file that gives no ``[suite] name``: its stem without ``masc_``."""
+    return path.stem.removeprefix("masc_") or path.stem
 
 
 def _first_unmasked(suite: Suite) -> Optional[str]:

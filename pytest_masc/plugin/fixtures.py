@@ -14,7 +14,7 @@ from ..types import Sample
 from .markers import GATES_OFF, as_list, validate_masc_kwargs
 from .masks import MaskNeeds, SessionSegmenter, fill_masks, segmentation_text
 from .session import SESSION_KEY, MascSession
-from .verdict import ScoredInputs, judge, plain_nodeid
+from .verdict import MascGateFailure, ScoredInputs, judge, plain_nodeid
 
 if TYPE_CHECKING:
     from ..metric.scorer import MaSC
@@ -81,6 +81,13 @@ class MascCheck:
 
         Returns:
             The :class:`~pytest_masc.Score` (CP averaged over references when several).
+
+        Every call with well-formed arguments leaves one record (the JSON row, the summary):
+        a gate failure, and an error (an unreadable image, a missing file, a mask the
+        segmenter could not make, a model that did not load) with ``passed`` False and
+        ``error`` its message. A ``TypeError`` for a mistake in the arguments (an unknown
+        keyword, no prompt, no reference, no mask and no segmenter, references and masks
+        that do not pair up) is raised before anything is read and leaves no record.
         """
         __tracebackhide__ = True
         self._calls += 1
@@ -90,20 +97,36 @@ class MascCheck:
         options = {**self.options, **overrides}
         if prompt is None:
             raise TypeError("masc.check() needs the prompt the image was generated from")
-        inputs, computed_masks = self._inputs(options, image, mask)
-        subject = options.get("subject")
+        given = self._arguments(options, image, mask)
+        self._checks += 1
+        record = self._record(options, given, prompt)
+        try:
+            return self._gate(record, options, given, prompt)
+        except MascGateFailure:
+            raise  # judge() kept the record
+        except Exception as error:
+            record.passed, record.error = False, str(error) if isinstance(error, MaSCError) else f"{type(error).__name__}: {error}"
+            if not any(kept is record for kept in self._session.records):
+                self._session.add_record(record)
+            if isinstance(error, MaSCError):  # the message names the input; the scorer's frames add nothing
+                raise error.with_traceback(None) from None
+            raise
+
+    def _gate(self, record: Record, options: dict[str, Any], given: ScoredInputs, prompt: str) -> "Score":
+        """Masks computed where missing, the samples scored, ``record`` judged (kept in the
+        session, :class:`MascGateFailure` on a failed gate); returns the score."""
+        __tracebackhide__ = True
+        test_dir = Path(self._request.node.path).parent
+        for name in ("reference", "reference_mask"):  # as written, for the message
+            for value in as_list(options.get(name)):
+                confined_to_dir(value, test_dir, name)
+        inputs = self._masked(record, options, given)
         samples = [
             Sample(ref_image=r, ref_mask=m, out_image=inputs.image, out_mask=inputs.mask, prompt=prompt,
-                   subject=subject, distractors=tuple(as_list(options.get("distractors"))))
+                   subject=options.get("subject"), distractors=tuple(as_list(options.get("distractors"))))
             for r, m in zip(inputs.references, inputs.reference_masks)
         ]
-        try:
-            scores = self._session.model().score_many(samples)
-        except MaSCError as error:  # the message names the input; the scorer's frames add nothing
-            raise error.with_traceback(None) from None
-        self._checks += 1
-        record = self._record(options, inputs, prompt)
-        record.computed_masks = computed_masks
+        scores = self._session.model().score_many(samples)
         record = judge(self._session, record, scores, inputs)
         if len(scores) == 1:
             return scores[0]
@@ -115,69 +138,80 @@ class MascCheck:
             extras={**scores[0].extras, "concept_per_reference": record.concept_per_reference},
         )
 
-    def _inputs(self, options: dict[str, Any], image: Any, mask: Any) -> tuple[ScoredInputs, list[dict[str, Any]]]:
-        """References, their masks, the image and its mask, paths relative to the test file;
-        missing masks computed by the ``masc_segmenter`` fixture. Also returns the JSON
-        entries of the masks the session's segmenter computed."""
+    def _arguments(self, options: dict[str, Any], image: Any, mask: Any) -> ScoredInputs:
+        """References, their masks, the image and its mask as given, paths joined to the test
+        file's directory (``None`` for a mask to compute). Raises ``TypeError`` for arguments
+        that cannot make a gate; reads no file."""
         __tracebackhide__ = True
         test_dir = Path(self._request.node.path).parent
-        references = [confined_to_dir(r, test_dir, "reference") for r in as_list(options.get("reference"))]
-        reference_masks = [confined_to_dir(m, test_dir, "reference_mask") for m in as_list(options.get("reference_mask"))]
+        references = [relative_to_dir(r, test_dir) for r in as_list(options.get("reference"))]
+        reference_masks = [relative_to_dir(m, test_dir) for m in as_list(options.get("reference_mask"))]
         if not references:
             raise TypeError("no reference image: give @pytest.mark.masc(reference=..., reference_mask=...)")
         if not reference_masks and self._segmenter is not None:
-            reference_masks = [None] * len(references)  # segmented below
+            reference_masks = [None] * len(references)  # segmented later
         if len(reference_masks) != len(references):
             raise TypeError(
                 f"{len(references)} reference image(s) but {len(reference_masks)} reference mask(s): give one mask per "
                 "reference, or leave reference_mask out and run with --masc-segmenter to compute them"
             )
-        image = relative_to_dir(image, test_dir)
-        mask = None if mask is None else relative_to_dir(mask, test_dir)
         if mask is None and self._segmenter is None:
             raise TypeError("no mask: pass mask=..., run with --masc-segmenter=sam3|clipseg, "
                             "or override the masc_segmenter fixture to compute one")
+        return ScoredInputs(image=relative_to_dir(image, test_dir), mask=None if mask is None else relative_to_dir(mask, test_dir),
+                            references=references, reference_masks=reference_masks)
+
+    def _masked(self, record: Record, options: dict[str, Any], given: ScoredInputs) -> ScoredInputs:
+        """``given`` with its missing masks computed by the ``masc_segmenter`` fixture."""
+        __tracebackhide__ = True
         if isinstance(self._segmenter, SessionSegmenter):
-            return self._segmented(options, image, mask, references, reference_masks)
-        if mask is None:
-            mask = self._segmenter(image)
-        reference_masks = [m if m is not None else self._segmenter(r) for r, m in zip(references, reference_masks)]
-        return ScoredInputs(image=image, mask=mask, references=references, reference_masks=reference_masks), []
+            return self._segmented(record, options, given)
+        if given.mask is not None and None not in given.reference_masks:
+            return given
+        mask = given.mask if given.mask is not None else self._segmenter(given.image)
+        reference_masks = [m if m is not None else self._segmenter(r) for r, m in zip(given.references, given.reference_masks)]
+        return dataclasses.replace(given, mask=mask, reference_masks=reference_masks)
 
-    def _segmented(self, options: dict[str, Any], image: Any, mask: Any, references: list, reference_masks: list):
-        """:meth:`_inputs` with the session's segmenter (``--masc-segmenter``)."""
+    def _segmented(self, record: Record, options: dict[str, Any], given: ScoredInputs) -> ScoredInputs:
+        """:meth:`_masked` with the session's segmenter (``--masc-segmenter``); the masks it
+        computed go into ``record.computed_masks``, also when one of them failed."""
         text = segmentation_text(options.get("segment_prompt"), options.get("subject"))
-        needs = MaskNeeds(image=image, mask=mask, references=references, reference_masks=reference_masks, text=text)
+        needs = MaskNeeds(image=given.image, mask=given.mask, references=list(given.references),
+                          reference_masks=list(given.reference_masks), text=text)
         (filled,) = fill_masks(self._segmenter, [needs])
+        record.computed_masks = filled.mask_records(self._segmenter.settings) if filled.computed else []
         if filled.error is not None:
-            raise filled.error.with_traceback(None) from None
-        inputs = ScoredInputs(image=image, mask=filled.mask, references=references, reference_masks=filled.reference_masks)
-        return inputs, filled.mask_records(self._segmenter.settings) if filled.computed else []
+            raise filled.error
+        return dataclasses.replace(given, mask=filled.mask, reference_masks=filled.reference_masks)
 
-    def _record(self, options: dict[str, Any], inputs: ScoredInputs, prompt: str) -> Record:
+    def _record(self, options: dict[str, Any], given: ScoredInputs, prompt: str) -> Record:
         """The record of this check before scoring: what is scored and its gates."""
         from ..metric.inputs import describe
 
         node = self._request.node
-        nodeid = plain_nodeid(node)
         subject = options.get("subject")
-        first_reference = inputs.references[0]
+        first_reference = given.references[0]
         concept = options.get("concept") or subject or (
             Path(first_reference).stem if isinstance(first_reference, (str, Path)) else "concept"
         )
         return Record(
-            nodeid=nodeid,
+            nodeid=plain_nodeid(node),
             kind="python",
-            suite=str(Path(nodeid.split("::")[0])),
+            suite=python_suite_name(node),
             concept=str(concept),
             case_id=node.name if self._checks == 1 else f"{node.name}#{self._checks}",
             prompt=prompt,
             subject=subject,
-            image=describe(inputs.image),
+            image=describe(given.image),
             gates={k: float(v) for k, v in options.items() if k in GATES},
             human={k: [float(x) for x in as_list(v)] for k, v in (options.get("human") or {}).items()},
             check_index=self._checks - 1,
         )
+
+
+def python_suite_name(item: pytest.Item) -> str:
+    """The suite a python gate's records belong to: its test file's path from the rootdir."""
+    return str(Path(plain_nodeid(item).split("::")[0]))
 
 
 def unchecked_reason(item: pytest.Item) -> Optional[str]:

@@ -2,7 +2,10 @@
 resolved values (command line over ini over defaults), checked once at configure time."""
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -10,7 +13,7 @@ from typing import Any, Optional
 import pytest
 
 from ..defaults import DEFAULT_MAX_PATCHES, DEFAULT_MODEL, DTYPE_ALIASES
-from ..protocols.spec import ProtocolError, ProtocolSpec, parse_protocol_option
+from ..protocols.spec import AUTO_MASKS, ProtocolError, ProtocolSpec, parse_protocol_option
 from .masks import SegmenterChoice, SegmenterOptionError, parse_segmenter_option
 
 #: option name -> (ini key, type, default, help)
@@ -84,48 +87,84 @@ class Settings:
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> "Settings":
-        """Read and check every option; a bad value is a ``pytest.UsageError`` naming it."""
-        values = {name: _option_value(config, name) for name in OPTIONS}
+        """Read and check every option; a bad value is a ``pytest.UsageError`` naming it.
+        Relative paths are resolved by :func:`resolve_path`: a command-line value against the
+        invocation directory, an ini value against the ini file's directory."""
+        check_ini_keys(config)
+        given = {name: _option_value(config, name) for name in OPTIONS}
+        values = {name: option.value for name, option in given.items()}
 
-        def path(value: Optional[str]) -> Optional[Path]:
-            if not value:
-                return None
-            candidate = Path(value).expanduser()
-            return candidate if candidate.is_absolute() else (Path(config.invocation_params.dir) / candidate)
+        def path(name: str) -> Optional[Path]:
+            option = given[name]
+            return Path(resolve_path(option.value, option.base)) if option.value else None
 
         _check_values(values)
-        try:
-            protocol = parse_protocol_option(values["protocol"]) if values["protocol"] else None
-        except ProtocolError as error:
-            raise pytest.UsageError(str(error)) from None
+        enabled = bool(config.getoption("masc"))
+        if enabled:
+            _check_device(given["device"])
         return cls(
-            enabled=bool(config.getoption("masc")),
-            model=values["model"],
+            enabled=enabled,
+            model=resolve_path(values["model"], given["model"].base, hub_id=True),
             revision=values["revision"],
             device=values["device"],
             dtype=values["dtype"],
             max_patches=values["max_patches"],
             batch_size=values["batch_size"],
-            json=path(values["json"]),
-            baseline=path(values["baseline"]),
+            json=path("json"),
+            baseline=path("baseline"),
             max_drop=values["max_drop"],
             update_baseline=bool(config.getoption("masc_update_baseline")),
-            artifacts=path(values["artifacts"]),
-            protocol=protocol,
-            baselines=parse_baselines(values["baselines"]),
+            artifacts=path("artifacts"),
+            protocol=_protocol(given["protocol"]),
+            baselines=parse_baselines(values["baselines"], given["baselines"].base),
             allow_baseline_mismatch=bool(config.getoption("masc_allow_baseline_mismatch", False)),
-            segmenter=_segmenter(values["segmenter"], Path(config.invocation_params.dir)),
+            segmenter=_segmenter(given["segmenter"]),
             segmenter_threshold=values["segmenter_threshold"],
             ray=_ray_address(values["ray"]),
         )
 
 
+@dataclass(frozen=True)
+class OptionValue:
+    """One option's value and where it came from: ``base`` is the directory its relative
+    paths start from (the invocation directory for the command line and the defaults, the
+    ini file's directory for an ini key), ``where`` names it in messages."""
+
+    value: Any
+    base: Path
+    where: str
+
+
+def resolve_path(value: str, base: Path, *, hub_id: bool = False) -> str:
+    """The one rule for path-valued options: ``~`` expanded; an absolute path kept; a
+    relative one joined to ``base`` (see :class:`OptionValue`). With ``hub_id=True`` (a
+    model: a hub id or a local directory) a relative value stays as written, a hub id such
+    as ``google/siglip2-base-patch16-naflex``, unless it exists under ``base`` or starts with
+    ``./`` or ``../`` (then it is a path, and a missing one is reported as such at load)."""
+    text = str(value).strip()
+    candidate = Path(text).expanduser()
+    if candidate.is_absolute():
+        return str(candidate)
+    resolved = base / candidate
+    if hub_id and not resolved.exists() and not _explicitly_relative(text):
+        return text
+    return str(resolved)
+
+
+def _explicitly_relative(text: str) -> bool:
+    return text in (".", "..") or text.startswith(("./", "../", ".\\", "..\\"))
+
+
 def values_taken_as_test_paths(config: pytest.Config) -> list[str]:
-    """Warnings for ``--masc-* VALUE`` written with a space where VALUE is an existing path:
-    pytest reads the arguments for test paths before it knows the plugin's options, so it
-    picks the rootdir (and the ini file) from VALUE too. ``--masc-model=VALUE`` is safe."""
+    """Warnings for ``--masc-* VALUE`` written with a space. Before pytest knows the plugin's
+    options it reads VALUE as a test path, and picks the rootdir and the ini file from the
+    test paths that exist; later the option takes VALUE as its value. ``--masc-x=VALUE`` is
+    safe. Each warning says what pytest chose, and whether VALUE (not) existing mattered."""
     args = [str(arg) for arg in config.invocation_params.args]
     flags = {"--masc-" + name.replace("_", "-") for name in OPTIONS}
+    ini = f"read ini file {config.inipath}" if config.inipath is not None else (
+        "found no ini file, so no pytest.ini / pyproject.toml setting (masc_* keys included) applies"
+    )
     warnings = []
     for flag, value in zip(args, args[1:]):
         if flag not in flags or value.startswith("-"):
@@ -134,32 +173,86 @@ def values_taken_as_test_paths(config: pytest.Config) -> list[str]:
         if not candidate.is_absolute():
             candidate = Path(config.invocation_params.dir) / candidate
         if candidate.exists():
-            ini = config.inipath or "none"
-            warnings.append(
-                f"{flag} {value}: pytest also took {value!r} for a test path when choosing the rootdir "
-                f"(rootdir: {config.rootpath}, ini file: {ini}), so pytest.ini / pyproject.toml settings may be "
-                f"ignored; write {flag}={value}"
-            )
+            what = (f"pytest took {value!r} for a test path while it chose the rootdir and the ini file: "
+                    f"rootdir became {config.rootpath} and pytest {ini}; check that these are the ones you meant")
+        else:
+            what = (f"pytest took {value!r} for a test path while it chose the rootdir and the ini file; it does "
+                    f"not exist, so it changed nothing this time (rootdir {config.rootpath}, pytest {ini}), "
+                    "but it will once it exists")
+        warnings.append(f"{flag} {value} (written with a space): {what}. Write {flag}={value}")
     return warnings
 
 
-def _option_value(config: pytest.Config, name: str) -> Any:
+def check_ini_keys(config: pytest.Config) -> None:
+    """An ini key that starts with ``masc`` but is not one of the plugin's (``masc_modle``)
+    is a usage error naming the file, with a did-you-mean: pytest would only warn at the
+    end, and the option would silently keep its default."""
+    known = sorted(ini for ini, *_ in OPTIONS.values())
+    for key, source in _ini_keys(config):
+        if key in known or not key.lower().replace("-", "_").startswith("masc"):
+            continue
+        try:
+            config.getini(key)  # registered by another plugin or a conftest: theirs
+            continue
+        except ValueError:
+            pass
+        close = difflib.get_close_matches(key.lower().replace("-", "_"), known, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise pytest.UsageError(
+            f"{source}: unknown ini key {key!r}{hint}; pytest-masc's ini keys: {', '.join(known)}"
+        )
+
+
+def _ini_keys(config: pytest.Config) -> list[tuple[str, str]]:
+    """The keys of the ini file pytest read and of ``-o``/``--override-ini``, each with where
+    it was written. Read from the file itself (``config.inipath``): pytest has no public API
+    listing the keys it read (``config.inicfg`` is private and deprecated since pytest 9)."""
+    keys = [(item.partition("=")[0].strip(), "-o / --override-ini")
+            for item in config.getoption("override_ini", None) or []]
+    path = config.inipath
+    if path is None:
+        return keys
+    tables: list[Any] = []
+    try:
+        if path.suffix == ".toml":
+            if sys.version_info >= (3, 11):
+                import tomllib
+            else:  # pragma: no cover
+                import tomli as tomllib
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            tool_pytest = data.get("tool", {}).get("pytest", {})
+            tables = [data.get("pytest"), tool_pytest, tool_pytest.get("ini_options")]
+        else:
+            import iniconfig  # pytest's own ini reader
+
+            parsed = iniconfig.IniConfig(str(path))
+            tables = [dict(parsed[name].items()) for name in ("pytest", "tool:pytest") if name in parsed]
+    except Exception:  # pytest read it already; a file it could not parse stopped the run before us
+        return keys
+    return keys + [(key, str(path)) for table in tables if isinstance(table, dict) for key in table]
+
+
+def _option_value(config: pytest.Config, name: str) -> OptionValue:
     """The command line's value, else the ini key's, else the default; converted to its type."""
     ini, kind, default, _help = OPTIONS[name]
-    value = config.getoption(f"masc_{name}")
+    flag = "--masc-" + name.replace("_", "-")
+    invocation_dir = Path(config.invocation_params.dir)
+    value, base, where = config.getoption(f"masc_{name}"), invocation_dir, flag
     if value is None:
         raw = config.getini(ini)
-        value = raw if raw not in ("", None, []) else None
+        if raw not in ("", None, []):
+            # as pytest's own ``paths`` ini type (``-o`` overrides included): from the ini file's directory
+            value, base = raw, config.inipath.parent if config.inipath is not None else invocation_dir
+            overridden = any(item.partition("=")[0].strip() == ini for item in config.getoption("override_ini", None) or [])
+            where = f"-o {ini}" if overridden or config.inipath is None else f"{ini} in {config.inipath}"
     if value is None:
         value = default
     if value is not None and kind is not str:
         try:
             value = kind(value)
         except (TypeError, ValueError):
-            raise pytest.UsageError(
-                f"--masc-{name.replace('_', '-')} / {ini}: {value!r} is not a valid {kind.__name__}"
-            ) from None
-    return value
+            raise pytest.UsageError(f"{flag} / {ini}: {value!r} is not a valid {kind.__name__}") from None
+    return OptionValue(value=value, base=base, where=where)
 
 
 def _check_values(values: dict[str, Any]) -> None:
@@ -178,6 +271,37 @@ def _check_values(values: dict[str, Any]) -> None:
         raise pytest.UsageError(f"--masc-segmenter-threshold must be in [0, 1], got {threshold:g}")
     if threshold is not None and not values["segmenter"]:
         raise pytest.UsageError("--masc-segmenter-threshold needs --masc-segmenter=sam3|clipseg (ini masc_segmenter)")
+
+
+def _check_device(option: OptionValue) -> None:
+    """A CUDA or MPS device this machine does not have is a usage error (torch is imported
+    only when one is named)."""
+    device = option.value
+    if device is None or device == "cpu":
+        return
+    import torch
+
+    if device == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise pytest.UsageError(
+                f"{option.where}: device 'mps' is not available on this machine (Apple MPS needs macOS on Apple "
+                "silicon and a torch built with MPS); use cpu, or leave the device out to pick the best one"
+            )
+        return
+    if not torch.cuda.is_available():
+        build = "built without CUDA" if torch.version.cuda is None else f"CUDA {torch.version.cuda}, no GPU visible"
+        raise pytest.UsageError(
+            f"{option.where}: device {device!r} is not available: no CUDA GPU on this machine (torch "
+            f"{torch.__version__}, {build}); use cpu, or leave the device out to pick the best one"
+        )
+    _, _, index = device.partition(":")
+    count = torch.cuda.device_count()
+    if index and int(index) >= count:
+        raise pytest.UsageError(
+            f"{option.where}: device {device!r} does not exist: this machine has {count} CUDA device(s), "
+            f"cuda:0 to cuda:{count - 1}"
+        )
 
 
 def _ray_address(value: Optional[str]) -> Optional[str]:
@@ -200,18 +324,36 @@ def _ray_address(value: Optional[str]) -> Optional[str]:
     return str(value).strip()
 
 
-def _segmenter(value: Optional[str], base: Path) -> Optional[SegmenterChoice]:
-    """``--masc-segmenter`` parsed; an unknown kind is a usage error."""
-    if not value:
+def _segmenter(option: OptionValue) -> Optional[SegmenterChoice]:
+    """``--masc-segmenter`` parsed, its ``=ID_OR_DIR`` resolved by :func:`resolve_path`; an
+    unknown kind is a usage error."""
+    if not option.value:
         return None
+    kind, equals, model = str(option.value).partition("=")
+    value = f"{kind}={resolve_path(model, option.base, hub_id=True)}" if model.strip() else str(option.value)
     try:
-        return parse_segmenter_option(value, base)
+        return parse_segmenter_option(value)
     except SegmenterOptionError as error:
         raise pytest.UsageError(str(error)) from None
 
 
-def parse_baselines(value: Optional[str]) -> dict[str, Optional[str]]:
-    """``"clip,dino"`` or ``"clip=/models/clip,dino"`` -> ``{"clip": "/models/clip", "dino": None}``."""
+def _protocol(option: OptionValue) -> Optional[ProtocolSpec]:
+    """``--masc-protocol`` parsed, its ``ROOT`` and ``masks=DIR`` resolved by :func:`resolve_path`."""
+    if not option.value:
+        return None
+    try:
+        spec = parse_protocol_option(option.value)
+    except ProtocolError as error:
+        raise pytest.UsageError(str(error)) from None
+    masks = spec.masks
+    if masks is not None and masks != AUTO_MASKS:
+        masks = resolve_path(masks, option.base)
+    return dataclasses.replace(spec, root=resolve_path(spec.root, option.base), masks=masks)
+
+
+def parse_baselines(value: Optional[str], base: Optional[Path] = None) -> dict[str, Optional[str]]:
+    """``"clip,dino"`` or ``"clip=/models/clip,dino"`` -> ``{"clip": "/models/clip", "dino": None}``;
+    with ``base``, a checkpoint is resolved by :func:`resolve_path` (a hub id or a directory)."""
     baselines: dict[str, Optional[str]] = {}
     for part in (value or "").split(","):
         name, _, model = part.strip().partition("=")
@@ -219,5 +361,6 @@ def parse_baselines(value: Optional[str]) -> dict[str, Optional[str]]:
             continue
         if name not in ("clip", "dino"):
             raise pytest.UsageError(f"--masc-baselines: unknown baseline {name!r} (choose from clip, dino; NAME=MODEL sets its checkpoint)")
-        baselines[name] = model.strip() or None
+        model = model.strip()
+        baselines[name] = (resolve_path(model, base, hub_id=True) if base is not None else model) if model else None
     return baselines
