@@ -58,6 +58,17 @@ def test_a_baseline_follows_the_checkpoint_not_the_name_it_was_given(pytester, p
         f"this run uses model ckpt/x (local checkpoint {where} (fingerprint {now})) "
         "(pass --masc-allow-baseline-mismatch to compare anyway)",
     ])
+    # Nor is it updated from the other weights: its concepts this run does not score could not be kept.
+    kept = baseline.read_text()
+    update = run(pytester, "ckpt/x", "--masc-baseline=baseline.json", "--masc-update-baseline")
+    assert update.ret == 1 and baseline.read_text() == kept
+    update.stdout.fnmatch_lines([
+        f"baseline NOT written to {baseline}:",
+        f"  ERROR baseline not written: cannot update: {baseline} was made with model ckpt/x (local checkpoint {where} "
+        f"(fingerprint {before})); this run uses model ckpt/x (local checkpoint {where} (fingerprint {now})), so its "
+        "other concepts cannot be kept beside this run's; delete it to start a new baseline from a full run",
+    ])
+    assert " 3 passed, 1 MaSC baseline error in " in update.outlines[-1]
 
 
 def test_a_version_2_baseline_naming_the_model_by_a_relative_path_still_compares(pytester, project):
