@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence
 
 from .defaults import DEFAULT_THRESHOLD
 
@@ -54,6 +54,39 @@ def valid_gate(gate: str, value: Any) -> bool:
 def valid_rating(value: Any) -> bool:
     """Whether ``value`` is a human rating: a finite number on :data:`HUMAN_SCALE`."""
     return is_number(value) and math.isfinite(value) and HUMAN_SCALE[0] <= value <= HUMAN_SCALE[1]
+
+
+def _compare(a: float, b: float) -> int:
+    return (a > b) - (a < b)
+
+
+def format_against(value: float, thresholds: Iterable[float] = (), digits: int = 4) -> str:
+    """``value`` with ``digits`` decimals, or more where fewer would show it on the other side
+    of (or on) a threshold it is compared with: a failing ``0.94995 < 0.95`` prints
+    ``0.94995``, never ``0.9500``, and ``-0.0001 < 0`` prints ``-0.0001``, never ``-0.000``."""
+    thresholds = [float(t) for t in thresholds if t is not None and math.isfinite(t)]
+    for places in range(digits, 18):
+        text = f"{value:.{places}f}"
+        shown = float(text)
+        if all(_compare(shown, t) == _compare(value, t) for t in thresholds):
+            return text
+    return repr(float(value))
+
+
+def threshold_text(threshold: float, digits: int = 4) -> str:
+    """A gate's threshold as written: ``digits`` decimals when they hold it exactly, else in full."""
+    text = f"{threshold:.{digits}f}"
+    return text if float(text) == float(threshold) else repr(float(threshold))
+
+
+def shortfall_text(value: float, minimum: float, digits: int = 4) -> str:
+    """``minimum - value`` (positive) with enough decimals not to print as zero."""
+    short = minimum - value
+    for places in range(digits, 18):
+        text = f"{short:.{places}f}"
+        if float(text) > 0:
+            return text
+    return repr(short)
 
 
 def _finite(value: Optional[float]) -> bool:
@@ -149,7 +182,10 @@ def evaluate_gates(record: Record) -> list[str]:
                 reason = "the score is NaN"
             failures.append(f"{label} is NaN, gate {gate} = {minimum:g}: {reason}")
         elif value < minimum:
-            failures.append(f"{label} {value:.4f} < {gate} {minimum:.4f} (short by {minimum - value:.4f})")
+            failures.append(
+                f"{label} {format_against(value, [minimum])} < {gate} {threshold_text(minimum)} "
+                f"(short by {shortfall_text(value, minimum)})"
+            )
     record.failures = failures
     record.passed = not failures and record.error is None
     return failures
@@ -160,8 +196,10 @@ def failure_report(record: Record) -> str:
     extras = record.extras
     lines = [f"MaSC gate failed: {record.suite} / {record.concept} / case {record.case_id!r}"]
     lines += [f"  {failure}" for failure in record.failures]
+    gated = {GATES[gate][0]: minimum for gate, minimum in record.gates.items()}  # score -> its threshold
     scores = ", ".join(
-        f"{key}={value:.4f}" if _finite(value) else f"{key}=nan" for key, value in record.scores.items()
+        f"{key}={format_against(value, [gated[key]] if key in gated else [])}" if _finite(value) else f"{key}=nan"
+        for key, value in record.scores.items()
     )
     lines.append(f"  scores: {scores}")
     if record.distractor_prompts:

@@ -466,7 +466,7 @@ def test_baseline_update_then_regression_fails_the_session(pytester, suite_dir, 
     data = read_json(baseline)
     assert set(data["cases"]) == {"masc_dogs.toml::dog-beach", "masc_dogs.toml::dog-2", "masc_dogs.toml::dog-self"}
     assert "dog-release::dog" in data["concepts"]
-    first.stdout.fnmatch_lines(["*baseline written to*baseline.json (3 cases)*"])
+    first.stdout.fnmatch_lines(["*baseline written to*baseline.json (3 cases, 1 concept)*"])
 
     same = run(pytester, tiny_model_dir, "--masc-baseline=baseline.json")
     assert same.ret == 0

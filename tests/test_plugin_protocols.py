@@ -148,7 +148,7 @@ def test_human_ratings_give_alpha_and_gate_the_suite(pytester, tiny_model_dir, t
     result.assert_outcomes(passed=12)
     assert result.ret == 1
     result.stdout.fnmatch_lines([
-        "agreement with human ratings (Krippendorff's alpha, interval; 95% bootstrap CI):",
+        "agreement with human ratings, all suites pooled (Krippendorff's alpha, interval; 95% bootstrap CI):",
         "  concept * [[]*, *[]]  (12 cases)",
         "  prompt * [[]*, *[]]  (12 cases)",
     ])

@@ -42,11 +42,14 @@ def test_baseline_sharing_no_concept_fails_and_names_both_sides(pytester, suite_
     result.stdout.fnmatch_lines([
         f"baseline check against {suite_dir / 'baseline.json'} failed:",
         f"  ERROR nothing compared: {suite_dir / 'baseline.json'} shares no concept with this run",
+        "  MISSING cats::cat: in the baseline, not in this run",
+        "  MISSING dog-release-v1::dog: in the baseline, not in this run",
+        "  a concept left out of a run can hide its regression: run its cases, or leave it out on purpose "
+        "with --masc-baseline-skip=cats::cat,dog-release-v1::dog",
         "  not in the baseline, not compared: dog-release::dog",
-        "  in the baseline but not in this run: cats::cat, dog-release-v1::dog",
     ])
     assert "no concept dropped" not in result.stdout.str()
-    result.stdout.fnmatch_lines(["*= 3 passed, 1 MaSC baseline error in *"])
+    result.stdout.fnmatch_lines(["*= 3 passed, 1 MaSC baseline error, 2 MaSC baseline concepts missing in *"])
 
 
 def test_baseline_of_other_settings_is_refused_or_compared_with_a_warning(pytester, suite_dir, tiny_model_dir):
@@ -60,13 +63,14 @@ def test_baseline_of_other_settings_is_refused_or_compared_with_a_warning(pytest
         f"  ERROR cannot compare: {baseline} was made with dtype bfloat16, max patches 256; "
         "this run uses dtype float32, max patches 1024 (pass --masc-allow-baseline-mismatch to compare anyway)",
     ])
-    allowed = run(pytester, tiny_model_dir, "--masc-baseline=baseline.json", "--masc-allow-baseline-mismatch")
+    allowed = run(pytester, tiny_model_dir, "--masc-baseline=baseline.json", "--masc-allow-baseline-mismatch",
+                  "--masc-baseline-skip=cats::*")
     assert allowed.ret == 0
     allowed.stdout.fnmatch_lines([
         f"baseline {baseline}: no concept dropped more than 0.02 (1 concept compared)",
         f"  WARNING {baseline} was made with dtype bfloat16, max patches 256; "
         "this run uses dtype float32, max patches 1024: compared anyway",
-        "  in the baseline but not in this run: cats::cat",
+        "  skipped as asked, not in this run: cats::cat",
     ])
 
 
@@ -146,12 +150,15 @@ def test_json_and_baseline_files_get_the_umask_default_mode(tmp_path, umask, mod
 def test_compare_names_concepts_on_one_side_only_and_checks_version_1_baselines(tmp_path):
     records = [_record("a", "dog", 0.8), _record("b", "cat", 0.7)]
     baseline = report.baseline_payload(records, settings=SETTINGS)
-    assert {k: baseline[k] for k in report.SETTINGS} == SETTINGS and baseline["version"] == 2
+    assert {k: baseline[k] for k in report.SETTINGS} == SETTINGS and baseline["version"] == 3
     baseline["concepts"]["s::bird"] = {"concept": 0.5, "prompt": 0.1, "cases": 1}
     del baseline["concepts"]["s::cat"]
     result = report.compare_baseline(baseline, records, 0.02, settings=SETTINGS, path="b.json")
     assert (result.compared, result.only_in_run, result.only_in_baseline) == (["s::dog"], ["s::cat"], ["s::bird"])
-    assert not result.failed
+    assert result.findings == ["MISSING s::bird: in the baseline, not in this run"]  # a vanished concept fails
+    result = report.compare_baseline(baseline, records, 0.02, settings=SETTINGS, path="b.json", skip=["s::bird"])
+    assert not result.failed and result.skipped == ["s::bird"]
+    del baseline["concepts"]["s::bird"]
 
     version_1 = {"version": 1, "model": "/models/tiny", "revision": None, "concepts": baseline["concepts"], "cases": {}}
     (tmp_path / "old.json").write_text(json.dumps(version_1))

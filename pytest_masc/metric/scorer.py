@@ -13,6 +13,7 @@ import torch
 from ..defaults import DEFAULT_MAX_PATCHES, DEFAULT_MODEL, DEFAULT_THRESHOLD
 from ..errors import PromptTruncatedWarning
 from .encoders import EncodeStats, EncodingCache, ImageEncoder, TextEncoder
+from .identity import checkpoint_identity
 from .loading import load_backbone, resolve_device, resolve_dtype
 from .pipeline import Concurrency, Encoders, ProgressCallback, ScoreRun
 from .vision import OneImageVisionForward, unsupported_reason
@@ -231,10 +232,11 @@ class MaSC:
         self.text_encoder.clear()
 
     def describe(self) -> dict[str, Any]:
-        """Model id, revision, device, dtype, patch budget: for reports."""
+        """Model id, revision, checkpoint identity, device, dtype, patch budget: for reports."""
         return {
             "model": self.model_id,
             "revision": self.revision,
+            "checkpoint": checkpoint_identity(self.model_id, self.revision),
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
             "max_num_patches": self.max_num_patches,

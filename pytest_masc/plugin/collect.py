@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import pytest
 
 from ..errors import InputError, MaSCError, ModelLoadError, PromptTruncatedWarning, SuiteError
-from ..gates import Record
+from ..gates import Record, format_against
 from ..protocols.spec import ProtocolSpec
 from ..suite import Case, Concept, Suite, load_suite, missing_files
 from ..types import Sample
@@ -58,8 +58,8 @@ class MascSuiteFile(pytest.File):
                 self, name=suite.protocol.kind, protocol=suite.protocol,
                 suite_name=suite.name, suite_gates=suite.suite_gates,
             )
-        elif suite.suite_gates:  # alpha gates over the cases' human ratings, checked at session end
-            self.config.stash[SESSION_KEY].suite_gates[suite.name] = dict(suite.suite_gates)
+        else:  # its alpha gates, cases per concept and rated cases, for the session's end
+            self.config.stash[SESSION_KEY].collect_suite(self.nodeid, suite)
         for case in suite.cases:
             item = MascCaseItem.from_parent(self, name=case.id, suite=suite, case=case, concept=suite.concepts[case.concept])
             self.cases.append(item)
@@ -297,6 +297,7 @@ def refuse_shared_suite_names(session: pytest.Session, items: list[pytest.Item])
             config.hook.pytest_collectreport(report=pytest.CollectReport(node.nodeid, "failed", message, []))
             refused.add(node)
         state.suite_gates.pop(name, None)
+        state.collected.pop(name, None)
     if refused:
         items[:] = [item for item in items if item.parent not in refused]
 
@@ -323,7 +324,7 @@ def _gate_failures(gates: dict[str, float], values: dict[str, Optional[float]]) 
         if value is None:
             failures.append(f"{gate} = {minimum:g}: the protocol gives no value for it")
         elif value < minimum:
-            failures.append(f"{gate}: {value:.3f} < {minimum:g}")
+            failures.append(f"{gate}: {format_against(value, [minimum], 3)} < {minimum:g}")
     return failures
 
 

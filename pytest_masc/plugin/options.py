@@ -26,6 +26,7 @@ OPTIONS: dict[str, tuple[str, Any, Any, str]] = {
     "batch_size": ("masc_batch_size", int, None, "images per vision forward; default 32 on cuda, 1 on cpu"),
     "json": ("masc_json", str, None, "write every case record, run metadata and the summary to this JSON file"),
     "baseline": ("masc_baseline", str, None, "baseline JSON file to compare against (or to write with --masc-update-baseline)"),
+    "baseline_skip": ("masc_baseline_skip", str, None, "baseline concepts this run may leave out, SUITE::CONCEPT,... (fnmatch patterns); any other baseline concept missing from the run fails the check"),
     "max_drop": ("masc_max_drop", float, 0.02, "fail when a concept's mean CP or PF drops more than this below the baseline"),
     "artifacts": ("masc_artifacts", str, None, "write a PNG panel for each failing case into this directory"),
     "protocol": ("masc_protocol", str, None, "run a benchmark protocol as a suite: dreambench_plus=ROOT,masks=DIR or orida=ROOT[,split=NAME]"),
@@ -37,7 +38,7 @@ OPTIONS: dict[str, tuple[str, Any, Any, str]] = {
 
 METAVARS = {
     "model": "ID_OR_DIR", "revision": "REV", "device": "DEVICE", "dtype": "DTYPE", "max_patches": "N",
-    "batch_size": "N", "json": "PATH", "baseline": "PATH", "max_drop": "FLOAT", "artifacts": "DIR",
+    "batch_size": "N", "json": "PATH", "baseline": "PATH", "baseline_skip": "SUITE::CONCEPT,...", "max_drop": "FLOAT", "artifacts": "DIR",
     "protocol": "KIND=ROOT[,...]", "baselines": "clip,dino", "segmenter": "KIND[=ID_OR_DIR]",
     "segmenter_threshold": "FLOAT", "ray": "ADDRESS",
 }
@@ -56,7 +57,8 @@ def add_options(parser: pytest.Parser) -> None:
                         help=f"{help_text} (ini: {ini}{shown_default})")
         parser.addini(ini, help=help_text, default=None)
     group.addoption("--masc-update-baseline", dest="masc_update_baseline", action="store_true", default=False,
-                    help="write this run's per-case and per-concept scores to the --masc-baseline file")
+                    help="write this run's per-case and per-concept scores to the --masc-baseline file (a passing "
+                    "run only; concepts it does not score in full are kept as they were)")
     group.addoption("--masc-allow-baseline-mismatch", dest="masc_allow_baseline_mismatch", action="store_true",
                     default=False, help="compare against a baseline made with another model, revision, dtype or "
                     "patch budget, with a warning (default: refused)")
@@ -84,6 +86,7 @@ class Settings:
     segmenter: Optional[SegmenterChoice] = None
     segmenter_threshold: Optional[float] = None
     ray: Optional[str] = None  # --masc-ray: protocol items score through pytest_masc.ray (None: in process)
+    baseline_skip: tuple[str, ...] = ()  # --masc-baseline-skip: baseline concepts the run may leave out
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> "Settings":
@@ -121,6 +124,7 @@ class Settings:
             segmenter=_segmenter(given["segmenter"]),
             segmenter_threshold=values["segmenter_threshold"],
             ray=_ray_address(values["ray"]),
+            baseline_skip=_baseline_skip(values["baseline_skip"]),
         )
 
 
@@ -302,6 +306,16 @@ def _check_device(option: OptionValue) -> None:
             f"{option.where}: device {device!r} does not exist: this machine has {count} CUDA device(s), "
             f"cuda:0 to cuda:{count - 1}"
         )
+
+
+def _baseline_skip(value: Optional[str]) -> tuple[str, ...]:
+    """``--masc-baseline-skip`` parsed into ``SUITE::CONCEPT`` patterns; a usage error names a bad entry."""
+    from ..report import parse_concepts
+
+    try:
+        return tuple(parse_concepts(value, "--masc-baseline-skip / masc_baseline_skip"))
+    except ValueError as error:
+        raise pytest.UsageError(str(error)) from None
 
 
 def _ray_address(value: Optional[str]) -> Optional[str]:

@@ -10,7 +10,6 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 import pytest
@@ -53,8 +52,8 @@ class MascSession:
     records: list[Record] = field(default_factory=list)
     worker_runs: list[dict[str, Any]] = field(default_factory=list)  # metadata sent by xdist workers
     suite_findings: list[str] = field(default_factory=list)  # protocol gate failures found while running (the rest: report.evaluate)
-    baseline_written: Optional[Path] = None
     suite_gates: dict[str, dict[str, float]] = field(default_factory=dict)  # suite name -> suite-level gates
+    collected: dict[str, dict[str, Any]] = field(default_factory=dict)  # suite name -> report.suite_collected entry
     protocol_tables: list[dict[str, Any]] = field(default_factory=list)  # printed in the summary
     finished: Any = None  # (report.Report, report.Evaluation) once the session is finished
     load_seconds: float = 0.0
@@ -122,6 +121,19 @@ class MascSession:
             meta["segmenter"] = self.segmenter.describe()
         return meta
 
+    # -- suites
+
+    def collect_suite(self, file_nodeid: str, suite: Any) -> None:
+        """Register a collected suite file (deselected cases included): its suite-level gates,
+        and its cases per concept and rated cases, which the session's end compares with what ran."""
+        from ..report import suite_collected
+
+        if suite.suite_gates:  # alpha gates over the cases' human ratings, checked at session end
+            self.suite_gates[suite.name] = dict(suite.suite_gates)
+        concepts = {name: sum(1 for case in suite.cases if case.concept == name) for name in suite.concepts}
+        rated = {key: sum(1 for case in suite.cases if case.human.get(key)) for key in ("concept", "prompt")}
+        self.collected[suite.name] = suite_collected(file_nodeid, concepts, rated)
+
     # -- records
 
     def add_record(self, record: Record) -> None:
@@ -138,6 +150,7 @@ class MascSession:
             "masc_records": json.dumps([r.as_dict() for r in self.records]),
             "masc_run": json.dumps(self.run_metadata() if self.model_loaded or self.ray_scored else {}),
             "masc_suite_gates": json.dumps(self.suite_gates),
+            "masc_collected": json.dumps(self.collected),
             "masc_protocols": json.dumps(self.protocol_tables),
             "masc_findings": json.dumps(self.suite_findings),
         }
@@ -148,6 +161,7 @@ class MascSession:
             return
         self.records.extend(Record.from_dict(r) for r in json.loads(output["masc_records"]))
         self.suite_gates.update(json.loads(output.get("masc_suite_gates") or "{}"))
+        self.collected.update(json.loads(output.get("masc_collected") or "{}"))
         self.protocol_tables.extend(json.loads(output.get("masc_protocols") or "[]"))
         self.suite_findings.extend(json.loads(output.get("masc_findings") or "[]"))
         run = json.loads(output.get("masc_run") or "{}")

@@ -14,16 +14,20 @@ if TYPE_CHECKING:
 
 
 def session_report(state: "MascSession", exitstatus: Optional[int] = None) -> "Report":
-    """The session's records, run metadata, settings and suite gates as a report."""
+    """The session's records, run metadata, settings, suite gates and collected suites as a report."""
+    from ..metric.identity import checkpoint_identity
     from ..report import Report, run_settings
 
     settings = state.settings
+    requested = None  # what the options name, where no process loaded the model to say what it is
+    if not any(run.get("checkpoint") for run in state.worker_runs):
+        requested = checkpoint_identity(settings.model, settings.revision, base=state.config.invocation_params.dir)
     return Report(
         records=state.sorted_records(),
         runs=list(state.worker_runs),
         settings=run_settings(
             state.worker_runs, model=settings.model, revision=settings.revision,
-            dtype=settings.dtype, max_num_patches=settings.max_patches,
+            dtype=settings.dtype, max_num_patches=settings.max_patches, checkpoint=requested,
         ),
         suite_gates={name: dict(gates) for name, gates in state.suite_gates.items()},
         protocols=list(state.protocol_tables),
@@ -31,12 +35,16 @@ def session_report(state: "MascSession", exitstatus: Optional[int] = None) -> "R
         exitstatus=None if exitstatus is None else int(exitstatus),
         shards=[{"source": str(settings.json) if settings.json else None, "exitstatus": exitstatus,
                  "cases": len(state.records)}],
+        collected={name: dict(entry) for name, entry in state.collected.items()},
     )
 
 
 def finish_session(state: "MascSession", exitstatus: Optional[int] = None) -> bool:
-    """Compare or write the baseline, check suite-level gates, write JSON. True: fail the session."""
-    from ..report import evaluate, write_baseline, write_json
+    """Compare or update the baseline, check suite-level gates, write JSON. True: fail the session.
+
+    ``--masc-update-baseline`` writes what this run scored in full into the baseline and keeps
+    the rest (:func:`pytest_masc.report.update_baseline`); a failing run writes nothing."""
+    from ..report import evaluate, update_baseline, write_json
 
     settings = state.settings
     if state.model_loaded or state.ray_scored:
@@ -45,11 +53,10 @@ def finish_session(state: "MascSession", exitstatus: Optional[int] = None) -> bo
     compare = settings.baseline is not None and not settings.update_baseline
     evaluation = evaluate(
         report, baseline=settings.baseline if compare else None, max_drop=settings.max_drop,
-        allow_mismatch=settings.allow_baseline_mismatch,
+        allow_mismatch=settings.allow_baseline_mismatch, baseline_skip=settings.baseline_skip,
     )
     if settings.baseline is not None and settings.update_baseline and report.records:
-        write_baseline(settings.baseline, report.records, report.runs, report.settings)
-        state.baseline_written = settings.baseline
+        evaluation.baseline_update = update_baseline(settings.baseline, report, evaluation)
     state.finished = (report, evaluation)
     if settings.json is not None:
         write_json(settings.json, report, evaluation)
@@ -57,15 +64,13 @@ def finish_session(state: "MascSession", exitstatus: Optional[int] = None) -> bo
 
 
 def summary_lines(state: "MascSession") -> list[str]:
-    """The terminal summary: run line, per-concept table, agreement, baseline, suite gates."""
+    """The terminal summary (:func:`pytest_masc.report.summary_lines`, which a merge of the
+    session's ``--masc-json`` prints too)."""
     from ..report import summary_lines as report_lines
 
     if state.finished is None or (not state.records and not state.worker_runs and not state.protocol_tables):
         return []
-    report, evaluation = state.finished
-    lines = report_lines(report, evaluation, baseline_written=state.baseline_written)
-    notes = subject_absent_lines(state.sorted_records())
-    return lines[:1] + segmenter_lines(state.worker_runs) + lines[1:] + notes  # segmenter after the run line
+    return report_lines(*state.finished)
 
 
 def closing_counts(state: "MascSession") -> list[tuple[int, str]]:
@@ -86,32 +91,6 @@ class SessionGateReport:
 
     def __init__(self, reason: Any) -> None:
         self.longrepr = str(reason)
-
-
-def segmenter_lines(runs: list[dict[str, Any]]) -> list[str]:
-    """One line on the masks the ``--masc-segmenter`` computed, over every process that loaded it."""
-    loaded = [run["segmenter"] for run in runs if run.get("segmenter", {}).get("loaded")]
-    if not loaded:
-        return []
-    first = loaded[0]
-    revision = f", revision {first['revision']}" if first.get("revision") else ""
-    processes = f" over {len(loaded)} processes" if len(loaded) > 1 else ""
-    return [
-        f"segmenter {first['kind']} {first['model']}{revision}, threshold {first['threshold']:g}: "
-        f"{sum(r['segmented'] for r in loaded)} masks computed{processes}, "
-        f"{sum(r['seconds'] for r in loaded):.1f} s"
-    ]
-
-
-def subject_absent_lines(records: list) -> list[str]:
-    """A note naming each scored case whose subject does not occur in its prompt: nothing was
-    stripped, so its PF also scores the subject's words (passing cases say it only here)."""
-    absent = [r for r in records if r.error is None and r.subject and r.extras.get("subject_found") is False]
-    if not absent:
-        return []
-    lines = [f"note: in {len(absent)} case(s) the subject does not occur in the prompt, so nothing was stripped for PF:"]
-    lines += [f"  {r.suite} / {r.case_id}: subject {r.subject!r}, prompt {r.prompt!r}" for r in absent]
-    return lines
 
 
 class ProgressLine:
