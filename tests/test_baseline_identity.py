@@ -51,11 +51,12 @@ def test_a_baseline_follows_the_checkpoint_not_the_name_it_was_given(pytester, p
     assert other.ret == 1
     text = other.stdout.str().replace("\n", "")
     where = (project / "ckpt" / "x").resolve()
+    named = project / "ckpt" / "x"  # --masc-model=ckpt/x, resolved against the invocation directory
     before, now = identity["fingerprint"], _fingerprint(text.split("this run uses")[1], where)
     assert before != now
     other.stdout.fnmatch_lines([
-        f"  ERROR cannot compare: {baseline} was made with model ckpt/x (local checkpoint {where} (fingerprint {before})); "
-        f"this run uses model ckpt/x (local checkpoint {where} (fingerprint {now})) "
+        f"  ERROR cannot compare: {baseline} was made with model {named} (local checkpoint {where} (fingerprint {before})); "
+        f"this run uses model {named} (local checkpoint {where} (fingerprint {now})) "
         "(pass --masc-allow-baseline-mismatch to compare anyway)",
     ])
     # Nor is it updated from the other weights: its concepts this run does not score could not be kept.
@@ -64,8 +65,8 @@ def test_a_baseline_follows_the_checkpoint_not_the_name_it_was_given(pytester, p
     assert update.ret == 1 and baseline.read_text() == kept
     update.stdout.fnmatch_lines([
         f"baseline NOT written to {baseline}:",
-        f"  ERROR baseline not written: cannot update: {baseline} was made with model ckpt/x (local checkpoint {where} "
-        f"(fingerprint {before})); this run uses model ckpt/x (local checkpoint {where} (fingerprint {now})), so its "
+        f"  ERROR baseline not written: cannot update: {baseline} was made with model {named} (local checkpoint {where} "
+        f"(fingerprint {before})); this run uses model {named} (local checkpoint {where} (fingerprint {now})), so its "
         "other concepts cannot be kept beside this run's; delete it to start a new baseline from a full run",
     ])
     assert " 3 passed, 1 MaSC baseline error in " in update.outlines[-1]
@@ -77,7 +78,7 @@ def test_a_version_2_baseline_naming_the_model_by_a_relative_path_still_compares
     assert written.ret == 0
     data = json.loads((project / "baseline.json").read_text())
     old = {"version": 2, **{key: data[key] for key in report.SETTINGS}, "cases": {}, "concepts": data["concepts"]}
-    assert old["model"] == "ckpt/x"
+    old["model"] = "ckpt/x"  # as version 2 recorded --masc-model: the string given
     (project / "old.json").write_text(json.dumps(old))
     result = run(pytester, project / "ckpt" / "x", "--masc-baseline=old.json")
     assert result.ret == 0, result.stdout.str()
@@ -110,7 +111,7 @@ def test_shards_that_name_one_checkpoint_differently_merge(pytester, project, ti
     code, out, err = merge_cli(capsys, project / "relative.json", project / "other.json")
     assert code == 2 and out == []
     assert err.startswith(
-        f"error: shards from different runs refused: they differ in model ({project / 'relative.json'}: model ckpt/x "
+        f"error: shards from different runs refused: they differ in model ({project / 'relative.json'}: model {project / 'ckpt' / 'x'} "
         f"(local checkpoint {(project / 'ckpt' / 'x').resolve()} (fingerprint sha256:"
     )
     assert f"{project / 'other.json'}: model {project / 'other'} (local checkpoint {(project / 'other').resolve()} (fingerprint sha256:" in err
