@@ -137,8 +137,7 @@ class SessionSegmenter:
             self._segmenter = load_segmenter(
                 self.choice.kind, self.choice.model, device=self._device(), dtype=self.dtype,
                 threshold=self.threshold, cache_size=0,
-                local_files_only=os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"),
-            )
+            )  # HF_HUB_OFFLINE: the loader reads it (metric.hub.hub_offline)
         except (MaSCError, ValueError) as error:
             self._error = error if isinstance(error, MaSCError) else ModelLoadError(f"--masc-segmenter: {error}")
             raise self._error from None
