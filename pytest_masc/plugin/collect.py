@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import pytest
 
-from ..errors import InputError, MaSCError, ModelLoadError, PromptTruncatedWarning, SuiteError
+from ..errors import InputError, MaSCError, ModelLoadError, PromptTruncatedWarning, SegmenterLoadError, SuiteError
 from ..gates import Record
 from ..protocols.spec import ProtocolSpec
 from ..suite import Case, Concept, Suite, load_suite, missing_files
@@ -192,8 +192,9 @@ class MascCaseItem(pytest.Item):
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, MascGateFailure):
             return str(excinfo.value)
-        if isinstance(excinfo.value, ModelLoadError):  # the model's fault, not the case's
-            return f"MaSC model error: {excinfo.value}"
+        if isinstance(excinfo.value, ModelLoadError):  # the model's or the segmenter's fault, not the case's
+            what = "segmenter" if isinstance(excinfo.value, SegmenterLoadError) else "model"
+            return f"MaSC {what} error: {excinfo.value}"
         if isinstance(excinfo.value, MaSCError):
             return f"MaSC error in {self.case.location}: {excinfo.value}"
         return super().repr_failure(excinfo, style=style)
