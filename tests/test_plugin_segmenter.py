@@ -244,6 +244,17 @@ def test_a_segmenter_that_cannot_load_is_explained_once(pytester, root, tiny_mod
     assert records(root)["dog-1"]["error"].startswith("cannot load the CLIPSeg segmenter checkpoint")
 
 
+def test_a_segmenter_that_cannot_load_fails_only_the_cases_that_need_it(pytester, root, tiny_model_dir, tmp_path):
+    """The cases of a file are scored in one batch: one case without its mask made the
+    segmenter's load error every case's, those with all masks given included."""
+    text = suite_text(reference_mask=True, output_masks=True)
+    (root / "masc_dogs.toml").write_text(text.replace('image = "out/snow.png"\nmask = "out/snow_mask.png"\n',
+                                                      'image = "out/snow.png"\n'))
+    result = run(pytester, tiny_model_dir, f"clipseg={tmp_path / 'no-such-checkpoint'}")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*dogs::dog-2*", "MaSC segmenter error: cannot load the CLIPSeg segmenter checkpoint*"])
+
+
 def test_missing_masks_without_a_segmenter_is_a_collection_error(pytester, root, tiny_model_dir):
     (root / "masc_dogs.toml").write_text(suite_text(reference_mask=True, output_masks=False))
     result = run(pytester, tiny_model_dir, None)
