@@ -11,7 +11,11 @@ class InputError(MaSCError, ValueError):
 
 
 class ModelLoadError(MaSCError, OSError):
-    """The SigLIP2 checkpoint cannot be found, downloaded, or is not a SigLIP2 NaFlex model."""
+    """A checkpoint cannot be found, downloaded or loaded, or is not of the kind needed."""
+
+
+class SegmenterLoadError(ModelLoadError):
+    """The segmenter's checkpoint (``--masc-segmenter``, ``load_segmenter``) cannot be loaded."""
 
 
 class DeviceError(MaSCError, RuntimeError):

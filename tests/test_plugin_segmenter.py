@@ -214,6 +214,47 @@ def test_a_segmenter_that_cannot_load_fails_the_cases_that_need_it(pytester, roo
     result.stdout.fnmatch_lines(["*cannot load the CLIPSeg segmenter checkpoint*no-such-checkpoint*does not exist*"])
 
 
+def test_a_segmenter_that_cannot_load_is_explained_once(pytester, root, tiny_model_dir, tmp_path, monkeypatch):
+    """``--masc-segmenter=clipseg`` offline: the full message (with "couldn't connect ...
+    cached files..", the Python call to fix it and the label "MaSC model error") repeated for
+    every case. Now the first case that needs a mask says why and what to do, in pytest
+    terms; the others, suite cases and Python gates alike, point at it in one line."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    (root / "masc_dogs.toml").write_text(suite_text(reference_mask=True, output_masks=False))
+    pytester.makepyfile(test_gate=textwrap.dedent("""
+        import pytest
+
+        @pytest.mark.masc(reference="refs/dog.png", reference_mask="refs/dog_mask.png", subject="dog", min_concept=0.0)
+        @pytest.mark.parametrize("scene", ["beach", "snow"])
+        def test_scene(masc, scene):
+            masc.check(image=f"out/{scene}.png", prompt=f"a dog on the {scene}")
+    """))
+    result = run(pytester, tiny_model_dir, "clipseg")
+    result.assert_outcomes(failed=5)
+    reports = result.stdout.str().split("short test summary info")[0]
+    assert reports.count("cannot load the CLIPSeg segmenter checkpoint 'CIDAS/clipseg-rd64-refined': the hub is "
+                         "switched off (HF_HUB_OFFLINE=1 or local_files_only)") == 1
+    assert reports.count("`hf download CIDAS/clipseg-rd64-refined`") == 1
+    assert reports.count("--masc-segmenter=clipseg=/path/to/checkpoint") == 1
+    assert reports.count("segmenter clipseg (CIDAS/clipseg-rd64-refined) is not loaded: SegmenterLoadError at the "
+                         "first case that needed a mask (its report above says why and what to do)") == 4
+    assert reports.count("MaSC segmenter error: ") == 3  # the suite's cases; the gates show the exception
+    assert "MaSC model error" not in reports and "couldn't connect" not in reports
+    assert records(root)["dog-1"]["error"].startswith("cannot load the CLIPSeg segmenter checkpoint")
+
+
+def test_a_segmenter_that_cannot_load_fails_only_the_cases_that_need_it(pytester, root, tiny_model_dir, tmp_path):
+    """The cases of a file are scored in one batch: one case without its mask made the
+    segmenter's load error every case's, those with all masks given included."""
+    text = suite_text(reference_mask=True, output_masks=True)
+    (root / "masc_dogs.toml").write_text(text.replace('image = "out/snow.png"\nmask = "out/snow_mask.png"\n',
+                                                      'image = "out/snow.png"\n'))
+    result = run(pytester, tiny_model_dir, f"clipseg={tmp_path / 'no-such-checkpoint'}")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*dogs::dog-2*", "MaSC segmenter error: cannot load the CLIPSeg segmenter checkpoint*"])
+
+
 def test_missing_masks_without_a_segmenter_is_a_collection_error(pytester, root, tiny_model_dir):
     (root / "masc_dogs.toml").write_text(suite_text(reference_mask=True, output_masks=False))
     result = run(pytester, tiny_model_dir, None)

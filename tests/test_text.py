@@ -1,6 +1,8 @@
 """Subject stripping for PF: the paper's regex rule, by example and against the reference."""
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -75,6 +77,36 @@ def test_the_first_form_found_is_the_one_removed():
     assert strip_subject(once.text, "dog").text == "and another"
 
 
+def nfd(text: str) -> str:
+    return unicodedata.normalize("NFD", text)
+
+
+@pytest.mark.parametrize(("prompt", "subject", "expected"), [
+    ("a photo of a café on a street", nfd("café"), "a photo of on a street"),  # subject typed with a combining accent
+    (nfd("a photo of a café on a street"), "café", "a photo of on a street"),  # prompt pasted from a macOS file name
+    ("Two CAFÉS and a CAFÉ at night", nfd("café"), "Two CAFÉS and at night"),  # case folds across the forms
+    ("une crème brûlée au soleil", nfd("crème brûlée"), "une au soleil"),
+    ("a Ångström ruler", "A\u030angstro\u0308m", "ruler"),
+])
+def test_a_subject_in_another_unicode_normal_form_is_found(prompt, subject, expected):
+    """``cafe\u0301`` (NFD) and ``café`` (NFC) are the same text: the subject was not found
+    and nothing was stripped. The stripped text is NFC."""
+    assert strip_subject(prompt, subject) == StrippedPrompt(expected, True)
+
+
+def test_distractors_are_stripped_across_normal_forms():
+    assert strip_subject(nfd("a café at night"), "café") == strip_subject("a café at night", nfd("café"))
+    assert strip_subject(nfd("a café at night"), "café").text == "at night"
+
+
+def test_case_is_compared_as_the_reference_does():
+    """``re.IGNORECASE``: ``É`` matches ``é``, ``ß`` does not match ``SS`` (no full case
+    folding, which would part from the reference on NFC text)."""
+    assert strip_subject("a STRASSE sign", "straße") == StrippedPrompt("a STRASSE sign", False)
+    assert reference_text.strip_subject_from_prompt("a STRASSE sign", "straße") == "a STRASSE sign"
+    assert strip_subject("an ÉCLAIR", "éclair").text == reference_text.strip_subject_from_prompt("an ÉCLAIR", "éclair") == ""
+
+
 def test_collapse_whitespace():
     assert collapse_whitespace(" a \t b\n\nc  ") == "a b c"
     assert collapse_whitespace("") == ""
@@ -101,10 +133,26 @@ def word_prompts(draw) -> str:
     return "".join(w + s for w, s in zip(words, separators))
 
 
+def nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text)
+
+
 @SETTINGS
-@given(prompt=st.one_of(word_prompts(), st.text(max_size=40)), subject=SUBJECTS)
+@given(prompt=st.one_of(word_prompts(), st.text(max_size=40).map(nfc)), subject=SUBJECTS)
 def test_same_text_as_the_reference_stripper(prompt, subject):
+    """On NFC text (ASCII included), what the reference compares as is, the same text."""
     assert strip_subject(prompt, subject).text == reference_text.strip_subject_from_prompt(prompt, subject)
+
+
+@SETTINGS
+@given(prompt=st.one_of(word_prompts(), st.text(max_size=40)), subject=st.one_of(SUBJECTS, st.text(max_size=6)))
+def test_canonically_equivalent_texts_strip_alike(prompt, subject):
+    """Any normal form of prompt and subject gives the result of their NFC forms, in NFC."""
+    expected = strip_subject(nfc(prompt), nfc(subject))
+    assert expected.text == nfc(expected.text)
+    for form in ("NFC", "NFD"):
+        for other in ("NFC", "NFD"):
+            assert strip_subject(unicodedata.normalize(form, prompt), unicodedata.normalize(other, subject)) == expected
 
 
 @SETTINGS

@@ -25,6 +25,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..errors import ModelLoadError
+from .hub import CheckpointSource, ExpectedCheckpoint, checkpoint_source, quiet_loading
 from .inputs import load_image, source_key
 
 CLIP_MODEL = "openai/clip-vit-base-patch32"
@@ -35,33 +36,26 @@ DINO_RESIZE = 256
 DINO_CROP = 224
 
 
-def _load_error(kind: str, model_id: str, revision: Optional[str], error: BaseException) -> ModelLoadError:
-    at = f" at revision {revision!r}" if revision else ""
-    reason = str(error).strip().splitlines()[0].rstrip(".") if str(error).strip() else type(error).__name__
-    if model_id.startswith((".", "/", "~")) and not os.path.isdir(os.path.expanduser(model_id)):
-        reason = "no such directory"
-        hint = f"Pass a directory holding a {kind} checkpoint saved with save_pretrained, or a hub id."
-    elif os.path.isdir(model_id) or model_id.startswith((".", "/", "~")):
-        hint = f"The directory must hold a {kind} checkpoint saved with save_pretrained."
-    else:
-        hint = (
-            "Its weights are neither in the local Hugging Face cache nor reachable. Pre-download "
-            f"them where the hub is reachable with `hf download {model_id}` (share the cache "
-            "through HF_HOME), or pass a local directory."
-        )
-    return ModelLoadError(f"cannot load the {kind} checkpoint {model_id!r}{at}: {reason}. {hint}")
+def _expected(kind: str, model_type: str, example: str, option: str, needs_processor: bool) -> ExpectedCheckpoint:
+    """What a baseline's checkpoint holds, for :mod:`pytest_masc.metric.hub`'s errors."""
+    files = "config.json, model.safetensors" + (", preprocessor_config.json and the tokenizer files" if needs_processor else "")
+    return ExpectedCheckpoint(
+        name=f"{kind} checkpoint", contents=f"a {kind} checkpoint saved with save_pretrained ({files})", example=example,
+        point_at=f"--masc-baselines={option}=/path/to/checkpoint", needs_processor=needs_processor,
+        model_types=(model_type,),
+    )
 
 
-def _checked_config(kind: str, model_type: str, expected: str, model_id: str, hub: dict) -> Any:
+def _checked_config(source: CheckpointSource, model_type: str, expected: str) -> Any:
     """The checkpoint's config, or a ``ModelLoadError`` when it is missing or of another type."""
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(model_id, **hub)
+        config = AutoConfig.from_pretrained(source.path, **source.hub)
     except Exception as error:  # hub, network and file errors come in many types
-        raise _load_error(kind, model_id, hub.get("revision"), error) from error
+        raise source.error(error) from error
     if getattr(config, "model_type", None) != model_type:
-        raise ModelLoadError(f"{model_id!r} is a {getattr(config, 'model_type', 'unknown')!r} checkpoint, not {expected}")
+        raise ModelLoadError(f"{source.model_id!r} is a {getattr(config, 'model_type', 'unknown')!r} checkpoint, not {expected}")
     return config
 
 
@@ -152,14 +146,16 @@ class CLIPScorer(_Encoder):
         from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
         model_id = os.fspath(model_id)
-        hub = dict(revision=revision, local_files_only=local_files_only, cache_dir=cache_dir)
-        _checked_config("CLIP", "clip", "CLIP", model_id, hub)
-        try:
-            model = CLIPModel.from_pretrained(model_id, **hub)
-            processor = CLIPImageProcessorPil.from_pretrained(model_id, **hub)
-            tokenizer = CLIPTokenizer.from_pretrained(model_id, **hub)
-        except Exception as error:
-            raise _load_error("CLIP", model_id, revision, error) from error
+        source = checkpoint_source(model_id, _expected("CLIP", "clip", CLIP_MODEL, "clip", True), revision=revision,
+                                   local_files_only=local_files_only, cache_dir=cache_dir)
+        with quiet_loading():
+            _checked_config(source, "clip", "CLIP")
+            try:
+                model = CLIPModel.from_pretrained(source.path, **source.hub)
+                processor = CLIPImageProcessorPil.from_pretrained(source.path, **source.hub)
+                tokenizer = CLIPTokenizer.from_pretrained(source.path, **source.hub)
+            except Exception as error:
+                raise source.error(error) from error
         resolved = resolve_device(device)
         model = model.eval().to(resolved)
         model.requires_grad_(False)
@@ -256,12 +252,14 @@ class DINOScorer(_Encoder):
         from .loading import resolve_device  # imports torch: only when a baseline is loaded
 
         model_id = os.fspath(model_id)
-        hub = dict(revision=revision, local_files_only=local_files_only, cache_dir=cache_dir)
-        _checked_config("DINO ViT", "vit", "a ViT (DINO) one", model_id, hub)
-        try:
-            model = ViTModel.from_pretrained(model_id, add_pooling_layer=False, **hub)
-        except Exception as error:
-            raise _load_error("DINO ViT", model_id, revision, error) from error
+        source = checkpoint_source(model_id, _expected("DINO ViT", "vit", DINO_MODEL, "dino", False), revision=revision,
+                                   local_files_only=local_files_only, cache_dir=cache_dir)
+        with quiet_loading():
+            _checked_config(source, "vit", "a ViT (DINO) one")
+            try:
+                model = ViTModel.from_pretrained(source.path, add_pooling_layer=False, **source.hub)
+            except Exception as error:
+                raise source.error(error) from error
         resolved = resolve_device(device)
         model = model.eval().to(resolved)
         model.requires_grad_(False)

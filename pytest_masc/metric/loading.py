@@ -17,6 +17,7 @@ import torch
 
 from ..defaults import DTYPE_ALIASES
 from ..errors import DeviceError, ModelLoadError
+from .hub import ExpectedCheckpoint, checkpoint_source, quiet_loading, tokenizer_problem
 
 
 def resolve_device(device: Optional[str | torch.device]) -> torch.device:
@@ -63,47 +64,24 @@ def resolve_dtype(dtype: Optional[str | torch.dtype], device: torch.device) -> t
     return getattr(torch, DTYPE_ALIASES[key])
 
 
-def load_error(model_id: str, revision: Optional[str], error: BaseException, *, offline: bool = False) -> ModelLoadError:
-    """A :class:`ModelLoadError` for a checkpoint that failed to load, with what to do about it.
+#: the SigLIP backbone MaSC loads, for :mod:`pytest_masc.metric.hub`'s errors
+SIGLIP_CHECKPOINT = ExpectedCheckpoint(
+    name="SigLIP2 checkpoint",
+    contents="a Siglip2Model (or SiglipModel) saved with save_pretrained: config.json, model.safetensors, "
+             "the processor's settings and the tokenizer files",
+    example="google/siglip2-so400m-patch16-naflex",
+    point_at="MaSC.from_pretrained('/path/to/checkpoint') or --masc-model=/path/to/checkpoint",
+    hub_note="the google/siglip2 checkpoints may ask you to accept their license and `hf auth login` first",
+    model_types=("siglip2", "siglip"),
+)
 
-    ``offline``: the hub was not to be contacted (``HF_HUB_OFFLINE=1`` or ``local_files_only``),
-    so the reason is the missing cache entry, not a failed connection.
-    """
-    at = f" at revision {revision!r}" if revision else ""
-    reason = str(error).strip().splitlines()[0].rstrip(" .") if str(error).strip() else type(error).__name__
-    looks_local = model_id.startswith((".", "/", "~")) or os.sep in model_id.strip("/").split("/", 1)[-1]
-    if looks_local or os.path.isdir(model_id):
-        directory = os.path.abspath(os.path.expanduser(model_id))
-        if not os.path.exists(directory):
-            return ModelLoadError(
-                f"cannot load the SigLIP2 checkpoint {model_id!r}: the directory {directory} does not exist. "
-                "Give a directory holding a Siglip2Model saved with save_pretrained, or a hub id such as "
-                "google/siglip2-so400m-patch16-naflex."
-            )
-        if not os.path.isdir(directory):
-            return ModelLoadError(
-                f"cannot load the SigLIP2 checkpoint {model_id!r}: {directory} is a file; give the checkpoint's "
-                "directory (config.json, model.safetensors, processor and tokenizer files)."
-            )
-        return ModelLoadError(
-            f"cannot load the SigLIP2 checkpoint {model_id!r}{at}: {reason}. "
-            "The directory must hold a Siglip2Model saved with save_pretrained "
-            "(config.json, model.safetensors, processor and tokenizer files)."
-        )
-    if offline:
-        where = (
-            "the hub is switched off (HF_HUB_OFFLINE=1 or local_files_only) and its files are not in the local "
-            "Hugging Face cache"
-        )
-    else:
-        where = f"{reason}. Its weights are neither in the local Hugging Face cache nor reachable"
-    return ModelLoadError(
-        f"cannot load the SigLIP2 checkpoint {model_id!r}{at}: {where}. "
-        f"Pre-download them where the hub is reachable with `hf download {model_id}` "
-        "(the google/siglip2 checkpoints may ask you to accept their license and "
-        "`hf auth login` first; share the cache through HF_HOME), or point at a local "
-        "directory: MaSC.from_pretrained('/path/to/checkpoint') or --masc-model=/path/to/checkpoint."
-    )
+
+def siglip_text_configs() -> tuple[type, ...]:
+    """The SigLIP text config classes, whose defaults transformers warns about (see
+    :class:`~pytest_masc.metric.hub.DefaultConfigWarnings`)."""
+    from transformers import Siglip2TextConfig, SiglipTextConfig
+
+    return (SiglipTextConfig, Siglip2TextConfig)
 
 
 def _classes(model_type: str) -> tuple[Any, Any]:
@@ -172,26 +150,31 @@ def load_backbone(
 
     resolved_device = resolve_device(device)
     resolved_dtype = resolve_dtype(dtype, resolved_device)
-    hub = dict(revision=revision, local_files_only=local_files_only, cache_dir=cache_dir)
-    offline = local_files_only or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-    try:
-        config = AutoConfig.from_pretrained(model_id, **hub)
-    except Exception as error:  # hub, network and file errors come in many types
-        raise load_error(model_id, revision, error, offline=offline) from error
-    model_type = getattr(config, "model_type", None)
-    if model_type not in ("siglip2", "siglip"):
-        raise ModelLoadError(
-            f"{model_id!r} is a {model_type or 'unknown'!r} checkpoint, not SigLIP2 or SigLIP: MaSC needs a "
-            "Siglip2Model (NaFlex, such as google/siglip2-so400m-patch16-naflex) or a SiglipModel "
-            "(fixed resolution, such as google/siglip2-base-patch16-224)"
-        )
-    model_class, processor_class = _classes(model_type)
-    try:
-        model = model_class.from_pretrained(model_id, dtype=resolved_dtype, attn_implementation="sdpa", **hub)
-        image_processor = processor_class.from_pretrained(model_id, **hub)
-        tokenizer = AutoTokenizer.from_pretrained(model_id, **hub)
-    except Exception as error:
-        raise load_error(model_id, revision, error, offline=offline) from error
+    source = checkpoint_source(
+        model_id, SIGLIP_CHECKPOINT, revision=revision, local_files_only=local_files_only, cache_dir=cache_dir,
+    )
+    with quiet_loading(siglip_text_configs()):
+        try:
+            config = AutoConfig.from_pretrained(source.path, **source.hub)
+        except Exception as error:  # hub, network and file errors come in many types
+            raise source.error(error) from error
+        model_type = getattr(config, "model_type", None)
+        if model_type not in ("siglip2", "siglip"):
+            raise ModelLoadError(
+                f"{model_id!r} is a {model_type or 'unknown'!r} checkpoint, not SigLIP2 or SigLIP: MaSC needs a "
+                "Siglip2Model (NaFlex, such as google/siglip2-so400m-patch16-naflex) or a SiglipModel "
+                "(fixed resolution, such as google/siglip2-base-patch16-224)"
+            )
+        model_class, processor_class = _classes(model_type)
+        try:
+            model = model_class.from_pretrained(source.path, dtype=resolved_dtype, attn_implementation="sdpa", **source.hub)
+            image_processor = processor_class.from_pretrained(source.path, **source.hub)
+            tokenizer = AutoTokenizer.from_pretrained(source.path, **source.hub)
+        except Exception as error:
+            raise source.error(error) from error
+    problem = tokenizer_problem(tokenizer, int(model.config.text_config.vocab_size))
+    if problem:
+        raise SIGLIP_CHECKPOINT.fail(model_id, f"{problem}. It must hold {SIGLIP_CHECKPOINT.contents}.")
     problem = fixed_resolution_problem(model.vision_model.config, image_processor) if model_type == "siglip" else None
     if problem:
         raise ModelLoadError(f"{model_id!r}: {problem}")

@@ -46,8 +46,9 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 import numpy as np
 
 from pytest_masc.defaults import DEFAULT_SEGMENTER_MODELS, SEGMENTER_KINDS
-from pytest_masc.errors import InputError, ModelLoadError
+from pytest_masc.errors import InputError, ModelLoadError, SegmenterLoadError
 
+from .hub import ExpectedCheckpoint, checkpoint_source, quiet_loading, tokenizer_problem
 from .inputs import describe, source_key
 
 if TYPE_CHECKING:  # torch and transformers are imported when a segmenter is loaded
@@ -61,17 +62,27 @@ DEFAULT_SAM3_MASK_THRESHOLD = 0.5
 
 _MODEL_TYPES = {"sam3": ("sam3", "sam3_video"), "clipseg": ("clipseg",)}
 _MODEL_NAMES = {"sam3": "SAM3", "clipseg": "CLIPSeg"}
-_CHECKPOINT_FILES = {
-    "sam3": "a Sam3Model saved with save_pretrained (config.json, model.safetensors), "
-            "its CLIP tokenizer files and preprocessor_config.json",
-    "clipseg": "a CLIPSegForImageSegmentation saved with save_pretrained (config.json, "
-               "model.safetensors), its CLIP tokenizer files and preprocessor_config.json",
-}
+_MODEL_CLASSES = {"sam3": "Sam3Model", "clipseg": "CLIPSegForImageSegmentation"}
 _HUB_NOTES = {
     "sam3": "facebook/sam3 is gated: accept the SAM License on its hub page and run "
             "`hf auth login` first",
     "clipseg": "CIDAS/clipseg-rd64-refined needs no login",
 }
+
+
+def expected_checkpoint(kind: str) -> ExpectedCheckpoint:
+    """What a ``kind`` segmenter checkpoint holds, for :mod:`pytest_masc.metric.hub`'s errors."""
+    return ExpectedCheckpoint(
+        name=f"{_MODEL_NAMES[kind]} segmenter checkpoint",
+        contents=f"a {_MODEL_CLASSES[kind]} saved with save_pretrained: config.json, model.safetensors, "
+                 "its CLIP tokenizer files and preprocessor_config.json",
+        example=DEFAULT_SEGMENTER_MODELS[kind],
+        point_at=f"--masc-segmenter={kind}=/path/to/checkpoint, or load_segmenter({kind!r}, '/path/to/checkpoint') in Python",
+        hub_note=_HUB_NOTES[kind],
+        error=SegmenterLoadError,
+        model_types=_MODEL_TYPES[kind],
+    )
+
 
 ImageInput = Union[str, os.PathLike, "Image.Image", np.ndarray]
 
@@ -177,31 +188,6 @@ def _check_text(text: Any) -> str:
 # ---------------------------------------------------------------------- loading
 
 
-def _looks_local(model_id: str) -> bool:
-    """Paths start with ``.``, ``/`` or ``~`` or have more than one ``/``; hub ids are ``org/name``."""
-    return model_id.startswith((".", "/", "~")) or os.sep in model_id.strip("/").split("/", 1)[-1] or (
-        os.altsep is not None and os.altsep in model_id
-    )
-
-
-def _load_error(kind: str, model_id: str, revision: Optional[str], error: BaseException) -> ModelLoadError:
-    name = _MODEL_NAMES[kind]
-    at = f" at revision {revision!r}" if revision else ""
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    if _looks_local(model_id) or os.path.isdir(model_id):
-        return ModelLoadError(
-            f"cannot load the {name} segmenter checkpoint {model_id!r}{at}: {reason}. "
-            f"The directory must hold {_CHECKPOINT_FILES[kind]}."
-        )
-    return ModelLoadError(
-        f"cannot load the {name} segmenter checkpoint {model_id!r}{at}: {reason}. "
-        "Its files are neither in the local Hugging Face cache nor reachable. Pre-download "
-        f"them where the hub is reachable with `hf download {model_id}` ({_HUB_NOTES[kind]}; "
-        "share the cache through HF_HOME), or point at a local directory: "
-        f"load_segmenter({kind!r}, '/path/to/checkpoint')."
-    )
-
-
 def load_segmenter(
     kind: str,
     model: Optional[Union[str, os.PathLike]] = None,
@@ -237,8 +223,9 @@ def load_segmenter(
         cache_size: masks kept in the LRU cache (0 turns it off).
 
     Raises:
-        ModelLoadError: files missing (offline, or a local directory that does not exist
-            or lacks files), or a checkpoint of another model type.
+        SegmenterLoadError (a ``ModelLoadError``): files missing (offline, the hub
+            unreachable, or a local directory that does not exist or lacks files), or a
+            checkpoint of another model type.
         DeviceError: the device is not available.
         ValueError: an unknown kind or a threshold outside ``[0, 1]``.
     """
@@ -251,37 +238,32 @@ def load_segmenter(
     model_id = os.fspath(model) if model is not None else DEFAULT_SEGMENTER_MODELS[kind]
     resolved_device = resolve_device(device)
     resolved_dtype = resolve_dtype(dtype, resolved_device)
-    local_path = os.path.expanduser(model_id)
-    if _looks_local(model_id) and not os.path.isdir(local_path):
-        what = "is a file, not a checkpoint directory" if os.path.exists(local_path) else "does not exist"
-        raise ModelLoadError(
-            f"cannot load the {_MODEL_NAMES[kind]} segmenter checkpoint {model_id!r}: the directory "
-            f"{os.path.abspath(local_path)} {what}. It must hold {_CHECKPOINT_FILES[kind]}."
-        )
-    if os.path.isdir(local_path):
-        model_id = local_path
-    hub = dict(revision=revision, local_files_only=local_files_only, cache_dir=cache_dir)
+    expected = expected_checkpoint(kind)
+    source = checkpoint_source(model_id, expected, revision=revision, local_files_only=local_files_only, cache_dir=cache_dir)
     from transformers import AutoConfig
 
-    try:
-        config = AutoConfig.from_pretrained(model_id, **hub)
-    except Exception as error:  # hub, network and file errors come in many types
-        raise _load_error(kind, model_id, revision, error) from error
-    model_type = getattr(config, "model_type", None)
-    if model_type not in _MODEL_TYPES[kind]:
-        raise ModelLoadError(
-            f"{model_id!r} is a {model_type!r} checkpoint, not {_MODEL_NAMES[kind]}: "
-            f"load_segmenter({kind!r}) needs a checkpoint such as {DEFAULT_SEGMENTER_MODELS[kind]} "
-            f"(model_type {' or '.join(map(repr, _MODEL_TYPES[kind]))})"
-        )
     segmenter_class = Sam3Segmenter if kind == "sam3" else ClipSegSegmenter
-    try:
-        parts = segmenter_class._load_parts(model_id, resolved_dtype, hub)
-    except ModelLoadError:
-        raise
-    except Exception as error:
-        raise _load_error(kind, model_id, revision, error) from error
-    _check_tokenizer(kind, model_id, parts["tokenizer"], int(parts["model"].config.text_config.vocab_size))
+    with quiet_loading():
+        try:
+            config = AutoConfig.from_pretrained(source.path, **source.hub)
+        except Exception as error:  # hub, network and file errors come in many types
+            raise source.error(error) from error
+        model_type = getattr(config, "model_type", None)
+        if model_type not in _MODEL_TYPES[kind]:
+            raise SegmenterLoadError(
+                f"{model_id!r} is a {model_type!r} checkpoint, not {_MODEL_NAMES[kind]}: "
+                f"load_segmenter({kind!r}) needs a checkpoint such as {DEFAULT_SEGMENTER_MODELS[kind]} "
+                f"(model_type {' or '.join(map(repr, _MODEL_TYPES[kind]))})"
+            )
+        try:
+            parts = segmenter_class._load_parts(source.path, resolved_dtype, source.hub)
+        except ModelLoadError:
+            raise
+        except Exception as error:
+            raise source.error(error) from error
+    problem = tokenizer_problem(parts["tokenizer"], int(parts["model"].config.text_config.vocab_size))
+    if problem:
+        raise expected.fail(model_id, f"{problem}. It must hold {expected.contents}.")
     model_obj = parts.pop("model").eval().to(resolved_device)
     model_obj.requires_grad_(False)
     extra = {"mask_threshold": mask_threshold} if kind == "sam3" else {}
@@ -290,29 +272,13 @@ def load_segmenter(
         **parts,
         device=resolved_device,
         dtype=resolved_dtype,
-        model_id=os.fspath(model) if model is not None else model_id,
+        model_id=model_id,
         revision=getattr(config, "_commit_hash", None) or revision,
         threshold=threshold,
         batch_size=batch_size,
         cache_size=cache_size,
         **extra,
     )
-
-
-def _check_tokenizer(kind: str, model_id: str, tokenizer: Any, vocab_size: int) -> None:
-    """transformers builds an empty tokenizer when a checkpoint has no tokenizer files; that
-    one, or one with ids the text encoder does not know, fails here instead of segmenting noise."""
-    words = len(tokenizer.get_vocab()) - len(set(tokenizer.all_special_tokens))
-    if words <= 0:
-        raise ModelLoadError(
-            f"cannot load the {_MODEL_NAMES[kind]} segmenter checkpoint {model_id!r}: it has no tokenizer "
-            f"files (transformers made an empty {type(tokenizer).__name__}). It must hold {_CHECKPOINT_FILES[kind]}."
-        )
-    if len(tokenizer) > vocab_size:
-        raise ModelLoadError(
-            f"cannot load the {_MODEL_NAMES[kind]} segmenter checkpoint {model_id!r}: its tokenizer has "
-            f"{len(tokenizer)} tokens but the text encoder knows {vocab_size}"
-        )
 
 
 # ---------------------------------------------------------------------- the segmenters
@@ -539,8 +505,8 @@ class Sam3Preprocessing:
     def from_processor_dict(cls, settings: dict[str, Any], source: str) -> "Sam3Preprocessing":
         """From the image processor's saved settings; anything this code does not implement
         (another resampling, padding, a size without height and width) fails clearly."""
-        def unsupported(what: str) -> ModelLoadError:
-            return ModelLoadError(
+        def unsupported(what: str) -> SegmenterLoadError:
+            return SegmenterLoadError(
                 f"the SAM3 image processor settings of {source!r} ask for {what}, which "
                 "pytest_masc's SAM3 preprocessing does not implement (it does what "
                 "Sam3ImageProcessor does by default: bilinear resize to a fixed size, rescale, normalize)"

@@ -9,11 +9,17 @@ with the paper's regular-expression rule: the first form that occurs of
 
 is removed everywhere (case-insensitive, on word boundaries), then whitespace is collapsed.
 A DreamBooth identifier is part of the subject the caller passes (``subject="sks dog"``
-strips "a sks dog"). This module imports nothing heavy.
+strips "a sks dog"). Prompt and subject are compared in Unicode normal form C, so a subject
+typed with a combining accent (``"cafe\u0301"``) is found in a prompt with the precomposed
+letter (``"café"``) and the other way round; ASCII and NFC text, what the paper's code
+sees, is unchanged by that. Case is compared as Python's ``re.IGNORECASE`` does (``É``
+matches ``é``, ``ß`` does not match ``SS``), as the paper's code does. This module
+imports nothing heavy.
 """
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 _WHITESPACE = re.compile(r"\s+")
@@ -50,16 +56,18 @@ def strip_subject(prompt: str, subject: str | None) -> StrippedPrompt:
 
     Returns:
         ``StrippedPrompt(text, subject_found)``. Without a subject, ``text`` is ``prompt``
-        unchanged; with one, whitespace is collapsed whether or not it was found.
+        unchanged; with one, it is in normal form C with whitespace collapsed, whether or
+        not the subject was found.
 
     >>> strip_subject("A photo of a dog on the beach", "dog").text
     'A photo of on the beach'
     """
     if subject is None:
         return StrippedPrompt(prompt, False)
+    prompt = unicodedata.normalize("NFC", prompt)
     if not subject.strip():
         return StrippedPrompt(collapse_whitespace(prompt), False)
-    for pattern in _subject_patterns(subject):
+    for pattern in _subject_patterns(unicodedata.normalize("NFC", subject)):
         if pattern.search(prompt):
             return StrippedPrompt(collapse_whitespace(pattern.sub("", prompt)), True)
     return StrippedPrompt(collapse_whitespace(prompt), False)

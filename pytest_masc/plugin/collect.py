@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import pytest
 
-from ..errors import InputError, MaSCError, ModelLoadError, PromptTruncatedWarning, SuiteError
+from ..errors import InputError, MaSCError, ModelLoadError, PromptTruncatedWarning, SegmenterLoadError, SuiteError
 from ..gates import Record, format_against
 from ..protocols.spec import ProtocolSpec
 from ..suite import Case, Concept, Suite, load_suite, missing_files
@@ -199,8 +199,9 @@ class MascCaseItem(pytest.Item):
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, MascGateFailure):
             return str(excinfo.value)
-        if isinstance(excinfo.value, ModelLoadError):  # the model's fault, not the case's
-            return f"MaSC model error: {excinfo.value}"
+        if isinstance(excinfo.value, ModelLoadError):  # the model's or the segmenter's fault, not the case's
+            what = "segmenter" if isinstance(excinfo.value, SegmenterLoadError) else "model"
+            return f"MaSC {what} error: {excinfo.value}"
         if isinstance(excinfo.value, MaSCError):
             return f"MaSC error in {self.case.location}: {excinfo.value}"
         return super().repr_failure(excinfo, style=style)
@@ -330,8 +331,7 @@ def _gate_failures(gates: dict[str, float], values: dict[str, Optional[float]]) 
 
 def _ray_scorer(session: MascSession) -> Any:
     """``--masc-ray``: a ``score_many`` on Ray actors with the session's model options."""
-    import os
-
+    from ..metric.hub import hub_offline
     from ..ray import ModelOptions
     from ..ray.samples import RayScorer, parse_address
 
@@ -339,7 +339,7 @@ def _ray_scorer(session: MascSession) -> Any:
     options = ModelOptions(
         model=settings.model, revision=settings.revision, device=settings.device, dtype=settings.dtype,
         max_patches=settings.max_patches, batch_size=settings.batch_size,
-        local_files_only=os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"),
+        local_files_only=hub_offline(),  # the actors may run where the driver's HF_HUB_OFFLINE is not set
     )
     return RayScorer(options=options, address=parse_address(settings.ray))
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from ..defaults import DEFAULT_SEGMENTER_MODELS, SEGMENTER_KINDS
-from ..errors import EmptyMaskError, InputError, MaSCError, MaskCoverageWarning, ModelLoadError
+from ..errors import EmptyMaskError, InputError, MaSCError, MaskCoverageWarning, SegmenterLoadError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -101,9 +101,20 @@ def display_image(image: Any) -> str:
     return describe(image)
 
 
+class SegmenterNotLoaded(SegmenterLoadError):
+    """The segmenter failed to load earlier in this session; the first failure holds the reason."""
+
+    def __init__(self, choice: SegmenterChoice, first: BaseException) -> None:
+        super().__init__(
+            f"segmenter {choice.kind} ({choice.model}) is not loaded: {type(first).__name__} at the first "
+            "case that needed a mask (its report above says why and what to do)"
+        )
+
+
 class SessionSegmenter:
-    """The session's segmenter: loaded on the first mask needed (a load error is raised again
-    for every later case, not retried), each (image, text) segmented once per process."""
+    """The session's segmenter: loaded on the first mask needed, each (image, text) segmented
+    once per process. A load failure is not retried and is explained once: the first caller
+    gets the full error, later callers a one-line :class:`SegmenterNotLoaded`."""
 
     def __init__(self, choice: SegmenterChoice, *, threshold: Optional[float], dtype: Optional[str],
                  device: Callable[[], Optional[str]]) -> None:
@@ -121,15 +132,24 @@ class SessionSegmenter:
         return self._segmenter is not None
 
     @property
+    def load_failed(self) -> bool:
+        return self._error is not None
+
+    @property
     def kind(self) -> str:
         return self.choice.kind
+
+    def not_loaded(self) -> SegmenterNotLoaded:
+        """The one-line error for a caller after the first load failure."""
+        assert self._error is not None
+        return SegmenterNotLoaded(self.choice, self._error)
 
     def segmenter(self) -> "Segmenter":
         """The loaded segmenter (loaded now if needed)."""
         if self._segmenter is not None:
             return self._segmenter
         if self._error is not None:
-            raise self._error
+            raise self.not_loaded()
         from ..metric.segmentation import load_segmenter
 
         started = time.perf_counter()
@@ -137,10 +157,9 @@ class SessionSegmenter:
             self._segmenter = load_segmenter(
                 self.choice.kind, self.choice.model, device=self._device(), dtype=self.dtype,
                 threshold=self.threshold, cache_size=0,
-                local_files_only=os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"),
-            )
+            )  # HF_HUB_OFFLINE: the loader reads it (metric.hub.hub_offline)
         except (MaSCError, ValueError) as error:
-            self._error = error if isinstance(error, MaSCError) else ModelLoadError(f"--masc-segmenter: {error}")
+            self._error = error if isinstance(error, MaSCError) else SegmenterLoadError(f"--masc-segmenter: {error}")
             raise self._error from None
         self.load_seconds = time.perf_counter() - started
         return self._segmenter
@@ -266,8 +285,9 @@ class MaskNeeds:
 def fill_masks(segmenter: Optional[SessionSegmenter], cases: Sequence[MaskNeeds]) -> list[MaskedInputs]:
     """Every case with its missing masks computed, all in one segmenter batch.
 
-    A case whose mask cannot be computed (unreadable image, empty mask, no text) carries the
-    error; a segmenter that cannot load raises its :class:`ModelLoadError`."""
+    A case whose mask cannot be computed (unreadable image, empty mask, no text, a segmenter
+    that does not load) carries the error; of the cases a load failure stops, the session's
+    first carries the full error and the others a one-line :class:`SegmenterNotLoaded`."""
     requests: list[MaskRequest] = []
     owners: list[int] = []
     problems: dict[int, BaseException] = {}
@@ -284,7 +304,15 @@ def fill_masks(segmenter: Optional[SessionSegmenter], cases: Sequence[MaskNeeds]
         else:
             requests += [MaskRequest(image, case.text or "", role) for role, image in missing]
             owners += [number] * len(missing)
-    results = segmenter.compute(requests) if requests and segmenter is not None else []
+    try:
+        results = segmenter.compute(requests) if requests and segmenter is not None else []
+    except MaSCError as error:
+        if segmenter is None or not segmenter.load_failed:
+            raise
+        # the segmenter does not load: the cases that need it fail, the first one saying why
+        for order, number in enumerate(dict.fromkeys(owners)):
+            problems.setdefault(number, error if order == 0 else segmenter.not_loaded())
+        owners, results = [], []
     computed: dict[int, list[tuple[str, ComputedMask]]] = {}
     for number, request, result in zip(owners, requests, results):
         if isinstance(result, BaseException):
@@ -338,6 +366,6 @@ def protocol_masks(segmenter: Optional[SessionSegmenter], spec: Any, cache_root:
 
 
 __all__ = [
-    "ComputedMask", "FULL_MASK_FRACTION", "MaskNeeds", "protocol_masks", "MaskRequest", "MaskedInputs", "fill_masks", "SegmenterChoice", "SegmenterOptionError",
+    "ComputedMask", "FULL_MASK_FRACTION", "MaskNeeds", "protocol_masks", "MaskRequest", "MaskedInputs", "fill_masks", "SegmenterChoice", "SegmenterNotLoaded", "SegmenterOptionError",
     "SessionSegmenter", "display_image", "parse_segmenter_option", "segmentation_text",
 ]

@@ -7,7 +7,6 @@ first needs the model.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
@@ -99,8 +98,7 @@ class MascSession:
                 max_num_patches=self.settings.max_patches,
                 batch_size=self.settings.batch_size,
                 revision=self.settings.revision,
-                local_files_only=os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"),
-            )
+            )  # HF_HUB_OFFLINE: the loader reads it (metric.hub.hub_offline)
         except (MaSCError, ValueError) as error:
             self._model_error = error
             raise

@@ -155,15 +155,14 @@ def _tiny_tokenizer():
 
 
 def _save_quietly(model, path: Path) -> None:
-    """``save_pretrained``, without the warning about toy token ids that saving compares to defaults."""
-    from transformers.utils import logging as hf_logging
+    """``save_pretrained`` without progress bars off a terminal, and without transformers'
+    warnings about the token ids of its own default SigLIP configs (``save_pretrained``
+    diffs against them); this checkpoint's ids are all within its vocabulary."""
+    from ..metric.hub import quiet_loading
+    from ..metric.loading import siglip_text_configs
 
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
+    with quiet_loading(siglip_text_configs()):
         model.save_pretrained(path)
-    finally:
-        hf_logging.set_verbosity(verbosity)
 
 
 # --- baseline metrics (CLIP-I/CLIP-T, DINO-I) at toy size, for offline tests of the protocol tables
@@ -207,7 +206,7 @@ def tiny_clip_checkpoint(path: str | os.PathLike, seed: int = 0) -> Path:
     finally:
         torch.random.set_rng_state(state)
     path = Path(path)
-    model.save_pretrained(path)
+    _save_quietly(model, path)
     CLIPTokenizer(vocab=vocab, merges=[]).save_pretrained(path)
     CLIPImageProcessorPil().save_pretrained(path)
     return path
@@ -227,5 +226,5 @@ def tiny_dino_checkpoint(path: str | os.PathLike, seed: int = 0) -> Path:
     finally:
         torch.random.set_rng_state(state)
     path = Path(path)
-    model.save_pretrained(path)
+    _save_quietly(model, path)
     return path

@@ -76,18 +76,12 @@ def _random_model(model_class, config, seed: int, matrix_gain: float, gains: dic
 
 
 def _save_quietly(model, path: Path) -> None:
-    from transformers.utils import logging as hf_logging
+    """``save_pretrained`` without progress bars off a terminal (the configs' token ids are
+    all within their vocabularies, so transformers has nothing to warn about)."""
+    from ..metric.hub import quiet_loading
 
-    verbosity = hf_logging.get_verbosity()
-    progress_bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()  # saving compares against default configs and warns about token ids
-    hf_logging.disable_progress_bar()
-    try:
+    with quiet_loading():
         model.save_pretrained(path)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if progress_bars:
-            hf_logging.enable_progress_bar()
 
 
 def tiny_sam3_config(*, hidden_size: int = 32, num_queries: int = 16, image_size: int = TINY_SAM3_IMAGE_SIZE, vocab_size: int = 514):
