@@ -232,9 +232,11 @@ def test_a_segmenter_that_cannot_load_is_explained_once(pytester, root, tiny_mod
     """))
     result = run(pytester, tiny_model_dir, "clipseg")
     result.assert_outcomes(failed=5)
-    reports = result.stdout.str().split("short test summary info")[0]
+    reports, summary = result.stdout.str().split("short test summary info")[0].split(" MaSC summary ")
     assert reports.count("cannot load the CLIPSeg segmenter checkpoint 'CIDAS/clipseg-rd64-refined': the hub is "
                          "switched off (HF_HUB_OFFLINE=1 or local_files_only)") == 1
+    # the summary lists each case that could not be scored in one line: the first error's first line, then pointers
+    assert summary.count("cannot load the CLIPSeg segmenter checkpoint") == 1
     assert reports.count("`hf download CIDAS/clipseg-rd64-refined`") == 1
     assert reports.count("--masc-segmenter=clipseg=/path/to/checkpoint") == 1
     assert reports.count("segmenter clipseg (CIDAS/clipseg-rd64-refined) is not loaded: SegmenterLoadError at the "
