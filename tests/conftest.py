@@ -7,6 +7,19 @@ import pytest
 
 
 @pytest.fixture(scope="session", autouse=True)
+def data_libraries_imported_once():
+    """Import pandas and pyarrow before any in-process ``pytester`` run: such a run drops the
+    modules first imported inside it, and a pandas imported again next to a pyarrow that kept
+    the first one's classes fails its conversions (``assert isinstance(values, cls._data_cls)``
+    reading a Parquet file in a later test of the same worker)."""
+    import importlib.util
+
+    for name in ("pandas", "pyarrow", "pyarrow.pandas_compat"):
+        if importlib.util.find_spec(name.split(".")[0]) is not None:
+            __import__(name)
+
+
+@pytest.fixture(scope="session", autouse=True)
 def one_torch_thread():
     """Tiny models gain nothing from intra-op threads, and on a 2-core machine running two
     xdist workers those threads only fight each other."""

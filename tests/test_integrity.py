@@ -79,9 +79,10 @@ def test_missing_image_fails_its_case_alone_and_the_session_finishes(pytester, s
 
 
 def failure_reports(result) -> str:
-    """The run's output up to pytest's short test summary, whose lines repeat each failure's
-    message (in full under ``CI=true``, cut to the terminal's width elsewhere)."""
-    return result.stdout.str().split("short test summary info")[0]
+    """The run's failure reports: the output up to the MaSC summary (which lists each case that
+    could not be scored in one line) and pytest's short test summary (whose lines repeat each
+    failure's message, in full under ``CI=true``, cut to the terminal's width elsewhere)."""
+    return result.stdout.str().split("short test summary info")[0].split(" MaSC summary ")[0]
 
 
 def test_missing_reference_fails_the_cases_of_its_concept_not_the_collection(pytester, suite_dir, tiny_model_dir):
