@@ -20,7 +20,8 @@ Printed per seed-noise level:
   100 concepts and in 3.
 
 ``--method-check`` instead compares the drop test's power as a paired t test and as a
-bootstrap-t test at Holm's first level for 6 and 300 rows (:func:`method_check`).
+bootstrap-t test at Holm's first level for 6 and 300 rows, and measures the coverage of the
+95% bootstrap-t interval on normal, t3 and exponential case deltas (:func:`method_check`).
 
 Examples::
 
@@ -120,7 +121,24 @@ def timing(rng, cases: int = 10_000, seeds: int = 4, concepts: int = 100, n_resa
             f"{n_resamples:,} resamples: {wall:.2f} s wall, {cpu:.2f} s CPU (load average {os.getloadavg()[0]:.1f})")
 
 
-def method_check(rng, rows: int = 300, sizes=(10, 20, 30), levels=(0.05 / 6, 0.05 / 300)) -> list[str]:
+def interval_coverage(rng, n: int, rows: int, draw) -> float:
+    """Share of ``rows`` bootstrap-t intervals (95%) of ``n`` case deltas each, drawn by
+    ``draw(rng, shape)`` with mean 0, that hold 0 (one :func:`compare_cases` call, one concept a row)."""
+    deltas = draw(rng, (rows, n)).ravel()
+    keys = {"suite": np.zeros(rows * n, np.int64), "concept": np.repeat(np.arange(rows), n),
+            "case_id": np.tile(np.arange(n), rows)}
+    result = compare_cases({**keys, "CP": np.full(rows * n, 0.5)}, {**keys, "CP": 0.5 + deltas}, metrics=("CP",))
+    return float(np.mean([row.low <= 0.0 <= row.high for row in result.rows]))
+
+
+DISTRIBUTIONS = {
+    "normal": lambda rng, shape: rng.normal(0.0, 0.03, shape),
+    "t3": lambda rng, shape: 0.03 * rng.standard_t(3, shape),
+    "exponential": lambda rng, shape: 0.03 * (rng.exponential(1.0, shape) - 1.0),
+}
+
+
+def method_check(rng, rows: int = 1000, sizes=(10, 20, 30), levels=(0.05 / 6, 0.05 / 300)) -> list[str]:
     """Why the drop test is a paired t test: on normal case deltas whose true drop gives the t test
     80% power (:func:`detection_power`), how often each test rejects at ``level`` (Holm's first level
     for 6 and 300 rows): the t test, and a bootstrap-t test on the same cases with
@@ -143,6 +161,11 @@ def method_check(rng, rows: int = 300, sizes=(10, 20, 30), levels=(0.05 / 6, 0.0
             p_boot = (1 + below) / (1 + resamples)
             lines.append(f"level {level:.2e}, {n:2} cases, B {resamples:,}: paired t {np.mean(p_t <= level):.3f}, "
                          f"bootstrap-t {np.mean(p_boot <= level):.3f} (of {rows} rows)")
+    lines.append(f"95% bootstrap-t interval coverage (of {2 * rows} rows; Monte-Carlo sd "
+                 f"{(0.05 * 0.95 / (2 * rows)) ** 0.5:.3f}):")
+    for name, draw in DISTRIBUTIONS.items():
+        lines.append(f"  {name:12}" + ", ".join(f"{n} cases {interval_coverage(rng, n, 2 * rows, draw):.3f}"
+                                               for n in (5,) + tuple(sizes)))
     return lines
 
 

@@ -116,7 +116,7 @@ def test_a_true_drop_is_detected_at_the_planned_size_and_names_its_concept():
     proposal = plan(pilot).recommended
     assert proposal.power >= 0.8
     releases = 300
-    power, other = simulation.detection(rng, releases, 0.05, proposal.prompts, proposal.seeds, n_resamples=50)
+    power, other, _ = simulation.detection(rng, releases, 0.05, proposal.prompts, proposal.seeds, n_resamples=50)
     assert power >= 0.8 - 2.5 * math.sqrt(0.8 * 0.2 / releases), (proposal, power)
     assert other <= 0.05 + 2.5 * math.sqrt(0.05 * 0.95 / releases), other
 
@@ -283,3 +283,11 @@ def test_plan_needs_two_seeds_somewhere():
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="drop must exceed max_drop"):
         plan(simulation.release_pair(rng, 1, 3, 2, 0.01)[0], drop=0.02)
+
+
+def test_a_dataframe_is_a_case_table():
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(8)
+    before, after = simulation.release_pair(rng, 2, 6, 2, 0.03)
+    from_frames = compare_cases(pd.DataFrame(before), pd.DataFrame(after).sample(frac=1.0, random_state=0))
+    assert from_frames.as_dict() == compare_cases(before, after).as_dict()  # row order of the table does not matter

@@ -26,7 +26,7 @@ with :math:`q_p` its ``p`` quantile and :math:`\\alpha = 1 - \\text{confidence}`
 Drop test: :math:`p = P(T_{n-1} \\le t)` (one-sided paired t on case deltas: the upper bound
 :math:`\\hat\\delta + t_{n-1,a}\\, se` is below 0 iff :math:`p < a`), Holm-adjusted over all ``m`` rows
 (:func:`holm_adjust`). Holm levels reach :math:`\\alpha/m` (1.7e-4 for 300 rows): resampling 10-20
-cases cannot resolve such tails (measured: the bootstrap-t test lost 5-20 points of power there);
+cases cannot resolve such tails (a bootstrap-t test lost 3-21 points of power at 10-30 cases, measured);
 with no true change the deltas are symmetric (both releases draw alike) and the t test is exact
 for normal and conservative for heavier symmetric tails.
 
