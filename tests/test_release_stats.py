@@ -283,6 +283,10 @@ def test_plan_needs_two_seeds_somewhere():
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="drop must exceed max_drop"):
         plan(simulation.release_pair(rng, 1, 3, 2, 0.01)[0], drop=0.02)
+    with pytest.raises(ValueError, match="plan: power out of range, got 1.5"):
+        plan(simulation.release_pair(rng, 1, 3, 2, 0.01)[0], power=1.5)
+    with pytest.raises(ValueError, match="interaction scales the prompt variance"):
+        plan(simulation.release_pair(rng, 1, 1, 2, 0.01)[0], interaction=0.5)
 
 
 def test_a_dataframe_is_a_case_table():

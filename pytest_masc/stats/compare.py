@@ -41,16 +41,18 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
-from typing import Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas
 
 METRICS = ("CP", "PF")
 KEY_COLUMNS = ("suite", "concept", "case_id")
 VERDICTS = ("regressed", "non-inferior", "inconclusive")
 DECISION_POWER = 0.8  #: power at which ``cases_needed`` decides an inconclusive row
-_CHUNK_ELEMENTS = 2_000_000
-_ZERO_SD = 1e-12
+_CHUNK_ELEMENTS, _ZERO_SD = 2_000_000, 1e-12  # resampled values per chunk; sd below this: all deltas equal
 _NORMAL = NormalDist()
 _HERMITE = np.polynomial.hermite_e.hermegauss(32)  # nodes, weights for E over N(0, 1) (x sqrt(2 pi))
 
@@ -332,12 +334,11 @@ def _plain(value: Any) -> Any:
 
 
 class _Table:
-    """``frame()``: one pandas row per entry of the field named by ``_table`` (pandas imported
-    there); ``as_dict()``: everything, JSON-safe."""
+    """``frame()``: a pandas row per entry of the field named ``_table``; ``as_dict()``: all, JSON-safe."""
 
     _table, _integers = "rows", ("cases_needed",)
 
-    def frame(self) -> "pandas.DataFrame":  # noqa: F821
+    def frame(self) -> "pandas.DataFrame":
         import pandas as pd
 
         frame = pd.DataFrame([asdict(row) for row in getattr(self, self._table)])
@@ -412,7 +413,8 @@ def _cases_needed(delta: float, sd: float, n: int, max_drop: float, alpha: float
 def compare_cases(before: Mapping[str, Any], after: Mapping[str, Any], *, metrics: Sequence[str] = METRICS,
                   max_drop: float = 0.02, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0,
                   require_noninferior: bool = False) -> ReleaseComparison:
-    """Compare two releases' case tables (module doc) row by row.
+    """Compare two releases' case tables (module doc) row by row: a :class:`ReleaseComparison` with
+    rows sorted by suite, concept, then ``metrics`` order.
 
     Args:
         before, after: case tables: ``suite``, ``concept``, ``case_id``, optional ``seed``, and
@@ -423,9 +425,6 @@ def compare_cases(before: Mapping[str, Any], after: Mapping[str, Any], *, metric
         n_resamples: bootstrap resamples ``B`` for ``[low, high]``.
         seed: for ``numpy.random.default_rng``: the same inputs and seed give the same result.
         require_noninferior: inconclusive rows fail too.
-
-    Returns:
-        :class:`ReleaseComparison`, rows sorted by suite, concept, then ``metrics`` order.
     """
     _check(max_drop, confidence, n_resamples)
     rows = _paired_rows(before, after, metrics)

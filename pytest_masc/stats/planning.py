@@ -133,6 +133,8 @@ def plan(run: Mapping[str, Any], *, metrics: Sequence[str] = METRICS, max_drop: 
         if not ok:
             raise ValueError(f"plan: {name} out of range, got {value!r}")
     components, n_concepts = _components(run, metrics)
+    if interaction and any(math.isnan(c.prompt_sd) for c in components):
+        raise ValueError("plan: interaction scales the prompt variance, and no concept of the run has two cases")
     rows = n_concepts * len(metrics) if rows is None else int(rows)
     drop = 2.0 * max_drop if drop is None else float(drop)
     if not drop > max_drop:
