@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..gates import format_against, threshold_text
 from ..metric.inputs import load_image, load_mask
 
 if TYPE_CHECKING:
@@ -61,6 +62,17 @@ def panel_path(directory: Path, nodeid: str) -> Path:
     return directory / f"{safe}.png"
 
 
+def concept_label(record: Record) -> str:
+    """``CP 0.950`` for the panel, with enough digits to fall on the right side of its
+    ``min_concept`` gate, and the gate itself when CP fails it (``CP 0.9499 < min 0.95``)."""
+    cp = record.scores.get("concept")
+    if cp is None or math.isnan(cp):
+        return "CP nan"
+    minimum = record.gates.get("min_concept")
+    text = f"CP {format_against(cp, [minimum] if minimum is not None else [], digits=3)}"
+    return text + (f" < min {threshold_text(minimum, 3)}" if minimum is not None and cp < minimum else "")
+
+
 def write_failure_panel(
     directory: Path,
     record: "Record",
@@ -83,9 +95,7 @@ def write_failure_panel(
         if high - low < 1e-6:
             low, high = low - 0.5, high + 0.5
         heat = heat_map(concept_map, low, high).resize((reference_tile.width, TILE_HEIGHT), Image.NEAREST)
-        cp = record.scores.get("concept")
-        cp_text = f"{cp:.3f}" if cp is not None and not math.isnan(cp) else "nan"
-        tiles.append(_labelled(heat, f"best-match cos {low:.2f} (blue) to {high:.2f} (red), CP {cp_text}"))
+        tiles.append(_labelled(heat, f"best-match cos {low:.2f} (blue) to {high:.2f} (red), {concept_label(record)}"))
     width = sum(t.width for t in tiles) + 8 * (len(tiles) - 1)
     panel = Image.new("RGB", (width, TILE_HEIGHT + LABEL_HEIGHT), (255, 255, 255))
     x = 0
