@@ -671,6 +671,17 @@ mask = "refs/dog2_mask.png"
 """
 
 
+def workers_by_file(result) -> dict[str, set[str]]:
+    """From ``-v`` output under xdist ("[gw1] PASSED a/masc_dogs.toml::dog-beach"): the workers
+    that ran each suite file's cases."""
+    workers: dict[str, set[str]] = {}
+    for line in result.outlines:
+        if line.startswith("[gw") and "PASSED" in line and ".toml::" in line:
+            path = line.split("PASSED", 1)[1].strip().split("::")[0]
+            workers.setdefault(path, set()).add(line.split("]")[0].strip("["))
+    return workers
+
+
 def test_xdist_keeps_each_suite_file_on_one_worker(pytester, suite_dir, tiny_model_dir):
     """Plain ``-n 2`` (xdist's own default --dist load): each suite file's cases run on one worker,
     so across both workers every distinct image is encoded exactly once. The two suite files share
@@ -684,37 +695,50 @@ def test_xdist_keeps_each_suite_file_on_one_worker(pytester, suite_dir, tiny_mod
     assert distinct == 5
     double = run(pytester, tiny_model_dir, "-n", "2", "-v", "--masc-json", "two.json", subprocess=True)
     double.assert_outcomes(passed=6)
-    workers = {}
-    for line in double.outlines:  # "[gw1] PASSED masc_dogs.toml::dog-beach@masc-suite:masc_dogs.toml"
-        if line.startswith("[gw") and "PASSED" in line and ".toml::" in line:
-            path = line.split("PASSED", 1)[1].strip().split("::")[0]
-            workers.setdefault(path, set()).add(line.split("]")[0].strip("["))
+    double.stdout.fnmatch_lines(["*scheduling tests via LoadFileScheduling*"])
+    workers = workers_by_file(double)
     assert set(workers) == {"masc_dogs.toml", "masc_dogs2.toml"}, double.outlines
     assert all(len(w) == 1 for w in workers.values()), workers
     runs = read_json(suite_dir / "two.json")["runs"]
     assert sum(int(r.get("images_encoded", 0)) for r in runs) == distinct, runs
     assert [r["nodeid"] for r in read_json(suite_dir / "two.json")["records"]] == \
-        [r["nodeid"] for r in read_json(suite_dir / "one.json")["records"]]  # no "@group" suffix in records
+        [r["nodeid"] for r in read_json(suite_dir / "one.json")["records"]]
 
 
-def test_xdist_group_of_same_named_suite_files_in_two_folders_differ(pytester, suite_dir):
-    """The xdist_group key is the suite file's path relative to rootdir, not its bare name:
-    a/masc_dogs.toml and b/masc_dogs.toml are two batches that may go to two workers."""
+def test_xdist_same_named_suite_files_in_two_folders_are_two_batches(pytester, suite_dir, tiny_model_dir):
+    """A suite file's batch is keyed by its path from rootdir, not its bare name: under ``-n 2``
+    a/masc_dogs.toml and b/masc_dogs.toml are two batches, one per worker, each whole on its worker."""
     pytest.importorskip("xdist")
     for folder in ("a", "b"):
         make_images(suite_dir / folder)
         (suite_dir / folder / "masc_dogs.toml").write_text(SUITE)
     (suite_dir / "masc_dogs.toml").unlink()
-    pytester.makeconftest(textwrap.dedent("""
+    result = run(pytester, tiny_model_dir, "-n", "2", "-v", subprocess=True)
+    result.assert_outcomes(passed=6)
+    workers = workers_by_file(result)
+    assert set(workers) == {"a/masc_dogs.toml", "b/masc_dogs.toml"}, result.outlines
+    assert all(len(w) == 1 for w in workers.values()), workers
+    assert workers["a/masc_dogs.toml"] != workers["b/masc_dogs.toml"], workers
+
+
+def test_xdist_explicit_dist_is_left_to_xdist_and_records_keep_plain_node_ids(pytester, suite_dir, tiny_model_dir):
+    """A --dist the user chose is xdist's own scheduler (``--dist load`` included); a python gate
+    in an ``xdist_group`` under ``--dist loadgroup`` is recorded under its plain node id."""
+    pytest.importorskip("xdist")
+    pytester.makepyfile(test_gates=textwrap.dedent("""
         import pytest
 
-        @pytest.hookimpl(trylast=True)
-        def pytest_collection_modifyitems(items):
-            for item in items:
-                groups = [m.kwargs["name"] for m in item.iter_markers("xdist_group")]
-                print(f"GROUP {item.nodeid} {groups}")
+        @pytest.mark.xdist_group("dogs")
+        @pytest.mark.masc(reference="refs/dog.png", reference_mask="refs/dog_mask.png", subject="dog", min_concept=0.0)
+        def test_gate(masc):
+            masc.check(image="out/city.png", mask="out/city_mask.png", prompt="a dog in the city")
     """))
-    result = pytester.runpytest("--masc", "--masc-model=unused", "-p", "no:cacheprovider", "--collect-only", "-s")
-    groups = {line.split()[1].split("::")[0]: line.split(" ", 2)[2] for line in result.outlines if line.startswith("GROUP ")}
-    assert groups == {"a/masc_dogs.toml": "['masc-suite:a/masc_dogs.toml']",
-                      "b/masc_dogs.toml": "['masc-suite:b/masc_dogs.toml']"}, result.outlines
+    grouped = run(pytester, tiny_model_dir, "-n", "2", "-v", "--dist", "loadgroup", "--masc-json", "g.json",
+                  subprocess=True)
+    grouped.assert_outcomes(passed=4)
+    grouped.stdout.fnmatch_lines(["*scheduling tests via LoadGroupScheduling*"])
+    nodeids = {r["nodeid"] for r in read_json(suite_dir / "g.json")["records"]}
+    assert "test_gates.py::test_gate" in nodeids, nodeids
+    per_test = run(pytester, tiny_model_dir, "-n", "2", "-v", "--dist", "load", subprocess=True)
+    per_test.assert_outcomes(passed=4)
+    per_test.stdout.fnmatch_lines(["*scheduling tests via LoadScheduling*"])

@@ -20,8 +20,9 @@ from .session import SESSION_KEY, MascSession
 from .html_report import install as install_html_report
 from .terminal import SessionGateReport, closing_counts, finish_session, summary_lines
 
-XDIST_GROUP_PREFIX = "masc-suite:"
-XDIST_LOADGROUP_KEY = "masc_loadgroup"
+# True when the command line left pytest-xdist's --dist at its default (read before xdist
+# turns ``-n N`` into ``--dist load``): only then does pytest-masc pick the scheduler.
+DIST_LEFT_AT_DEFAULT = pytest.StashKey[bool]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -48,22 +49,30 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(
                 f"--masc-update-baseline is refused with {workers} xdist workers: write baselines with -n 0 or -n 1"
             )
-        if config.getoption("dist", "no") == "load":
-            config.option.dist = "loadgroup"  # keep each suite file on one worker: one batch per suite
-    workerinput = getattr(config, "workerinput", None)
-    if workerinput and workerinput.get(XDIST_LOADGROUP_KEY):
-        # A worker re-parses the command line, where plain ``-n N`` leaves --dist at "no", so xdist
-        # sets its ``loadgroup`` option False and would not add the ``@group`` suffix the controller's
-        # LoadGroupScheduling groups by: every case would be its own group and a suite file's cases
-        # would spread over the workers. The controller says it schedules by group (below).
-        config.option.loadgroup = True
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_cmdline_main(config: pytest.Config):
+    """Note whether --dist was left at its default, before pytest-xdist's own hook turns plain
+    ``-n N`` into ``--dist load`` (a wrapper runs before every plain implementation)."""
+    config.stash[DIST_LEFT_AT_DEFAULT] = (
+        config.getoption("dist", None) == "no" and not config.getoption("distload", False)
+    )
+    return (yield)
 
 
 @pytest.hookimpl(optionalhook=True)
-def pytest_configure_node(node) -> None:
-    """pytest-xdist controller, before a worker starts: tell it when we switched to loadgroup."""
-    if node.config.getoption("dist", "no") == "loadgroup":
-        node.workerinput[XDIST_LOADGROUP_KEY] = True
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """pytest-xdist controller: with --masc and --dist left at its default, schedule one test file
+    at a time (xdist's ``LoadFileScheduling``, what ``--dist loadfile`` uses), so each suite file's
+    cases run on one worker and its images are encoded once. An explicit --dist is left alone."""
+    if not config.stash[SESSION_KEY].settings.enabled or not config.stash.get(DIST_LEFT_AT_DEFAULT, False):
+        return None
+    if config.getoption("dist", None) != "load":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    return LoadFileScheduling(config, log)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -91,7 +100,6 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector):
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     settings = config.stash[SESSION_KEY].settings
     skip = pytest.mark.skip(reason=GATES_OFF)
-    grouped = settings.enabled and config.pluginmanager.hasplugin("xdist")
     if settings.enabled and settings.protocol:
         items.append(MascProtocolItem.from_parent(
             session, name=f"masc-protocol-{settings.protocol.kind}",
@@ -106,12 +114,6 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
                 item.add_marker(skip)
         elif not settings.enabled and isinstance(item, (MascCaseItem, MascProtocolItem)):
             item.add_marker(skip)
-        if grouped and isinstance(item, MascCaseItem):
-            # keyed by the suite file's node id (its path from rootdir): two masc_x.toml files in two
-            # folders are two batches; ours runs before xdist's hook appends "@group" to node ids
-            suite_file = item.getparent(MascSuiteFile)
-            key = suite_file.nodeid if suite_file is not None else item.nodeid.split("::")[0]
-            item.add_marker(pytest.mark.xdist_group(name=f"{XDIST_GROUP_PREFIX}{key}"))
 
 
 @pytest.hookimpl(wrapper=True)
