@@ -117,6 +117,50 @@ def test_without_masc_gates_are_skipped_and_torch_is_not_imported(pytester, suit
     assert "masc_dogs.toml" not in collected.stdout.str()
 
 
+NOTHING_TO_GATE = ("masc: --masc collected nothing to gate. pytest-masc collects suite files named masc_*.toml "
+                   "(under testpaths or the paths given), tests marked @pytest.mark.masc, and the protocol of "
+                   "--masc-protocol.")
+
+
+def test_masc_with_nothing_to_gate_says_what_it_collects(pytester):
+    """``pytest --masc`` in a folder with no suite file, no marked test and no protocol: next to
+    pytest's "no tests ran" (exit 5), a line says what pytest-masc would have collected."""
+    (pytester.path / "pytest.ini").write_text("[pytest]\n")
+    empty = pytester.runpytest("--masc", "-p", "no:cacheprovider")
+    assert empty.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    assert NOTHING_TO_GATE in empty.outlines
+    pytester.makepyfile(test_plain="def test_plain():\n    assert True\n")
+    plain = pytester.runpytest("--masc", "-p", "no:cacheprovider")
+    plain.assert_outcomes(passed=1)
+    assert NOTHING_TO_GATE in plain.outlines
+    without_masc = pytester.runpytest("-p", "no:cacheprovider")
+    assert "nothing to gate" not in without_masc.stdout.str()
+
+
+def test_nothing_to_gate_under_xdist_comes_from_what_the_workers_collected(pytester):
+    pytest.importorskip("xdist")
+    (pytester.path / "pytest.ini").write_text("[pytest]\n")
+    pytester.makepyfile(test_plain="def test_plain():\n    assert True\n")
+    plain = pytester.runpytest_subprocess("--masc", "-p", "no:cacheprovider", "-n", "2")
+    plain.assert_outcomes(passed=1)
+    assert NOTHING_TO_GATE in plain.outlines
+    pytester.makepyfile(test_gate=textwrap.dedent("""
+        import pytest
+
+        @pytest.mark.masc(reference="refs/dog.png", reference_mask="refs/dog_mask.png", min_concept=0.5)
+        def test_gate(masc):
+            masc.check(image="out/beach.png", mask="out/beach_mask.png", prompt="a dog")
+    """))
+    marked = pytester.runpytest_subprocess("--masc", "-p", "no:cacheprovider", "-n", "2", "--collect-only")
+    assert "nothing to gate" not in marked.stdout.str()
+
+
+def test_a_collected_suite_is_something_to_gate(pytester, suite_dir):
+    suite = pytester.runpytest("--masc", "--masc-model=unused", "-p", "no:cacheprovider", "--collect-only")
+    suite.stdout.fnmatch_lines(["*masc_dogs.toml*"])
+    assert "nothing to gate" not in suite.stdout.str()
+
+
 def test_suite_cases_collected_with_masc(pytester, suite_dir, tiny_model_dir):
     result = run(pytester, tiny_model_dir, "--collect-only", "-q")
     result.stdout.fnmatch_lines([

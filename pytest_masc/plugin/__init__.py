@@ -23,6 +23,15 @@ from .terminal import SessionGateReport, closing_counts, finish_session, summary
 # True when the command line left pytest-xdist's --dist at its default (read before xdist
 # turns ``-n N`` into ``--dist load``): only then does pytest-masc pick the scheduler.
 DIST_LEFT_AT_DEFAULT = pytest.StashKey[bool]()
+# How many MaSC items (suite cases, ``@pytest.mark.masc`` tests, protocols) were collected;
+# None until known (an xdist controller learns it from its workers).
+MASC_ITEMS_COLLECTED = pytest.StashKey[int]()
+MASC_ITEMS_KEY = "masc_items_collected"  # in an xdist worker's workeroutput
+NOTHING_TO_GATE = (
+    "masc: --masc collected nothing to gate. pytest-masc collects suite files named masc_*.toml "
+    "(under testpaths or the paths given), tests marked @pytest.mark.masc, and the protocol of "
+    "--masc-protocol."
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -100,6 +109,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector):
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     settings = config.stash[SESSION_KEY].settings
     skip = pytest.mark.skip(reason=GATES_OFF)
+    masc_items = 0
     if settings.enabled and settings.protocol:
         items.append(MascProtocolItem.from_parent(
             session, name=f"masc-protocol-{settings.protocol.kind}",
@@ -107,13 +117,17 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         ))
     for item in items:
         if item.get_closest_marker("masc") is not None:
+            masc_items += 1
             problem = validate_marker(item)
             if problem:
                 raise pytest.UsageError(problem)
             if not settings.enabled:
                 item.add_marker(skip)
-        elif not settings.enabled and isinstance(item, (MascCaseItem, MascProtocolItem)):
-            item.add_marker(skip)
+        elif isinstance(item, (MascCaseItem, MascProtocolItem)):
+            masc_items += 1
+            if not settings.enabled:
+                item.add_marker(skip)
+    config.stash[MASC_ITEMS_COLLECTED] = masc_items
 
 
 @pytest.hookimpl(wrapper=True)
@@ -135,6 +149,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     workeroutput = getattr(config, "workeroutput", None)
     if workeroutput is not None:  # an xdist worker: hand records to the controller
         workeroutput.update(state.worker_output())
+        workeroutput[MASC_ITEMS_KEY] = str(config.stash.get(MASC_ITEMS_COLLECTED, 0))
         return
     if finish_session(state, exitstatus):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -143,13 +158,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node, error) -> None:
     """pytest-xdist controller: collect a worker's records and run metadata."""
-    node.config.stash[SESSION_KEY].merge_worker_output(getattr(node, "workeroutput", None) or {})
+    output = getattr(node, "workeroutput", None) or {}
+    node.config.stash[SESSION_KEY].merge_worker_output(output)
+    if MASC_ITEMS_KEY in output:  # every worker collects the same items
+        known = node.config.stash.get(MASC_ITEMS_COLLECTED, 0)
+        node.config.stash[MASC_ITEMS_COLLECTED] = max(known, int(output[MASC_ITEMS_KEY]))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     state = config.stash[SESSION_KEY]
     if not state.settings.enabled or hasattr(config, "workerinput"):
         return
+    if config.stash.get(MASC_ITEMS_COLLECTED, None) == 0:
+        terminalreporter.write_line(NOTHING_TO_GATE)
     lines = summary_lines(state)
     if lines:
         terminalreporter.write_sep("=", "MaSC summary")
