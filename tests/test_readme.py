@@ -15,10 +15,11 @@ def _blocks(language: str) -> list[str]:
 def test_ci_runs_exactly_the_readme_install_and_test_commands():
     ci_commands = [
         line for line in (ROOT / ".ci/run").read_text().splitlines()
-        if line and not line.startswith(("#", "set ", "cd ", "export "))
+        if line and not line.startswith(("#", "set ", "cd ", "export ", "echo "))
     ]
-    install, test = _blocks("bash")[:2]
-    assert ci_commands == [install.strip(), test.strip()]
+    install, test, oldest = _blocks("bash")[:3]  # newest versions, then the oldest allowed
+    assert ci_commands == [install.strip(), test.strip(), *oldest.strip().splitlines()]
+    assert "-c constraints/oldest.txt" in oldest and (ROOT / "constraints/oldest.txt").is_file()
 
 
 def test_python_example_runs_on_a_tiny_checkpoint(tiny_model_dir, capsys):
