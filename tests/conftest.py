@@ -1,9 +1,44 @@
-"""Shared fixtures: one tiny random-weight SigLIP2 NaFlex checkpoint per test session."""
+"""Shared fixtures (one tiny random-weight SigLIP2 NaFlex checkpoint per test session), and a
+guard that keeps Ray out of the pytest process."""
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
+
+
+class RayStaysOutOfThisProcess(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Refuses ``import ray`` in the pytest process, where it could crash a later test.
+
+    pytester restores ``sys.modules`` when a test ends, dropping the modules the test imported.
+    Ray's compiled core (``ray._raylet``) cannot be unloaded, so the next ``import ray`` in the
+    same process runs Ray's Python modules again over the old core, and ``ray.init`` dies with
+    a segmentation fault, taking the xdist worker with it. Which tests share a worker depends
+    on timing, so it struck at random. Ray drivers run in a fresh interpreter instead
+    (tests/ray_driver.py, or a ``runpytest_subprocess`` run); ``find_spec("ray")`` still finds
+    an installed Ray.
+    """
+
+    REASON = ("Ray is not imported into the pytest process (tests/conftest.py says why): run the Ray "
+              "driver in a fresh interpreter, as tests/ray_driver.py or pytester.runpytest_subprocess do")
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "ray" or importlib.machinery.PathFinder.find_spec(name) is None:
+            return None
+        return importlib.util.spec_from_loader(name, self)
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        raise RuntimeError(self.REASON)
+
+
+sys.meta_path.insert(0, RayStaysOutOfThisProcess())
 
 
 @pytest.fixture(scope="session", autouse=True)

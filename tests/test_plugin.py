@@ -117,6 +117,50 @@ def test_without_masc_gates_are_skipped_and_torch_is_not_imported(pytester, suit
     assert "masc_dogs.toml" not in collected.stdout.str()
 
 
+NOTHING_TO_GATE = ("masc: --masc collected nothing to gate. pytest-masc collects suite files named masc_*.toml "
+                   "(under testpaths or the paths given), tests marked @pytest.mark.masc, and the protocol of "
+                   "--masc-protocol.")
+
+
+def test_masc_with_nothing_to_gate_says_what_it_collects(pytester):
+    """``pytest --masc`` in a folder with no suite file, no marked test and no protocol: next to
+    pytest's "no tests ran" (exit 5), a line says what pytest-masc would have collected."""
+    (pytester.path / "pytest.ini").write_text("[pytest]\n")
+    empty = pytester.runpytest("--masc", "-p", "no:cacheprovider")
+    assert empty.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    assert NOTHING_TO_GATE in empty.outlines
+    pytester.makepyfile(test_plain="def test_plain():\n    assert True\n")
+    plain = pytester.runpytest("--masc", "-p", "no:cacheprovider")
+    plain.assert_outcomes(passed=1)
+    assert NOTHING_TO_GATE in plain.outlines
+    without_masc = pytester.runpytest("-p", "no:cacheprovider")
+    assert "nothing to gate" not in without_masc.stdout.str()
+
+
+def test_nothing_to_gate_under_xdist_comes_from_what_the_workers_collected(pytester):
+    pytest.importorskip("xdist")
+    (pytester.path / "pytest.ini").write_text("[pytest]\n")
+    pytester.makepyfile(test_plain="def test_plain():\n    assert True\n")
+    plain = pytester.runpytest_subprocess("--masc", "-p", "no:cacheprovider", "-n", "2")
+    plain.assert_outcomes(passed=1)
+    assert NOTHING_TO_GATE in plain.outlines
+    pytester.makepyfile(test_gate=textwrap.dedent("""
+        import pytest
+
+        @pytest.mark.masc(reference="refs/dog.png", reference_mask="refs/dog_mask.png", min_concept=0.5)
+        def test_gate(masc):
+            masc.check(image="out/beach.png", mask="out/beach_mask.png", prompt="a dog")
+    """))
+    marked = pytester.runpytest_subprocess("--masc", "-p", "no:cacheprovider", "-n", "2", "--collect-only")
+    assert "nothing to gate" not in marked.stdout.str()
+
+
+def test_a_collected_suite_is_something_to_gate(pytester, suite_dir):
+    suite = pytester.runpytest("--masc", "--masc-model=unused", "-p", "no:cacheprovider", "--collect-only")
+    suite.stdout.fnmatch_lines(["*masc_dogs.toml*"])
+    assert "nothing to gate" not in suite.stdout.str()
+
+
 def test_suite_cases_collected_with_masc(pytester, suite_dir, tiny_model_dir):
     result = run(pytester, tiny_model_dir, "--collect-only", "-q")
     result.stdout.fnmatch_lines([
@@ -671,6 +715,17 @@ mask = "refs/dog2_mask.png"
 """
 
 
+def workers_by_file(result) -> dict[str, set[str]]:
+    """From ``-v`` output under xdist ("[gw1] PASSED a/masc_dogs.toml::dog-beach"): the workers
+    that ran each suite file's cases."""
+    workers: dict[str, set[str]] = {}
+    for line in result.outlines:
+        if line.startswith("[gw") and "PASSED" in line and ".toml::" in line:
+            path = line.split("PASSED", 1)[1].strip().split("::")[0]
+            workers.setdefault(path, set()).add(line.split("]")[0].strip("["))
+    return workers
+
+
 def test_xdist_keeps_each_suite_file_on_one_worker(pytester, suite_dir, tiny_model_dir):
     """Plain ``-n 2`` (xdist's own default --dist load): each suite file's cases run on one worker,
     so across both workers every distinct image is encoded exactly once. The two suite files share
@@ -684,37 +739,50 @@ def test_xdist_keeps_each_suite_file_on_one_worker(pytester, suite_dir, tiny_mod
     assert distinct == 5
     double = run(pytester, tiny_model_dir, "-n", "2", "-v", "--masc-json", "two.json", subprocess=True)
     double.assert_outcomes(passed=6)
-    workers = {}
-    for line in double.outlines:  # "[gw1] PASSED masc_dogs.toml::dog-beach@masc-suite:masc_dogs.toml"
-        if line.startswith("[gw") and "PASSED" in line and ".toml::" in line:
-            path = line.split("PASSED", 1)[1].strip().split("::")[0]
-            workers.setdefault(path, set()).add(line.split("]")[0].strip("["))
+    double.stdout.fnmatch_lines(["*scheduling tests via LoadFileScheduling*"])
+    workers = workers_by_file(double)
     assert set(workers) == {"masc_dogs.toml", "masc_dogs2.toml"}, double.outlines
     assert all(len(w) == 1 for w in workers.values()), workers
     runs = read_json(suite_dir / "two.json")["runs"]
     assert sum(int(r.get("images_encoded", 0)) for r in runs) == distinct, runs
     assert [r["nodeid"] for r in read_json(suite_dir / "two.json")["records"]] == \
-        [r["nodeid"] for r in read_json(suite_dir / "one.json")["records"]]  # no "@group" suffix in records
+        [r["nodeid"] for r in read_json(suite_dir / "one.json")["records"]]
 
 
-def test_xdist_group_of_same_named_suite_files_in_two_folders_differ(pytester, suite_dir):
-    """The xdist_group key is the suite file's path relative to rootdir, not its bare name:
-    a/masc_dogs.toml and b/masc_dogs.toml are two batches that may go to two workers."""
+def test_xdist_same_named_suite_files_in_two_folders_are_two_batches(pytester, suite_dir, tiny_model_dir):
+    """A suite file's batch is keyed by its path from rootdir, not its bare name: under ``-n 2``
+    a/masc_dogs.toml and b/masc_dogs.toml are two batches, one per worker, each whole on its worker."""
     pytest.importorskip("xdist")
     for folder in ("a", "b"):
         make_images(suite_dir / folder)  # one file name, two suite names: one suite name is one suite
         (suite_dir / folder / "masc_dogs.toml").write_text(SUITE.replace('"dog-release"', f'"dog-release-{folder}"'))
     (suite_dir / "masc_dogs.toml").unlink()
-    pytester.makeconftest(textwrap.dedent("""
+    result = run(pytester, tiny_model_dir, "-n", "2", "-v", subprocess=True)
+    result.assert_outcomes(passed=6)
+    workers = workers_by_file(result)
+    assert set(workers) == {"a/masc_dogs.toml", "b/masc_dogs.toml"}, result.outlines
+    assert all(len(w) == 1 for w in workers.values()), workers
+    assert workers["a/masc_dogs.toml"] != workers["b/masc_dogs.toml"], workers
+
+
+def test_xdist_explicit_dist_is_left_to_xdist_and_records_keep_plain_node_ids(pytester, suite_dir, tiny_model_dir):
+    """A --dist the user chose is xdist's own scheduler (``--dist load`` included); a python gate
+    in an ``xdist_group`` under ``--dist loadgroup`` is recorded under its plain node id."""
+    pytest.importorskip("xdist")
+    pytester.makepyfile(test_gates=textwrap.dedent("""
         import pytest
 
-        @pytest.hookimpl(trylast=True)
-        def pytest_collection_modifyitems(items):
-            for item in items:
-                groups = [m.kwargs["name"] for m in item.iter_markers("xdist_group")]
-                print(f"GROUP {item.nodeid} {groups}")
+        @pytest.mark.xdist_group("dogs")
+        @pytest.mark.masc(reference="refs/dog.png", reference_mask="refs/dog_mask.png", subject="dog", min_concept=0.0)
+        def test_gate(masc):
+            masc.check(image="out/city.png", mask="out/city_mask.png", prompt="a dog in the city")
     """))
-    result = pytester.runpytest("--masc", "--masc-model=unused", "-p", "no:cacheprovider", "--collect-only", "-s")
-    groups = {line.split()[1].split("::")[0]: line.split(" ", 2)[2] for line in result.outlines if line.startswith("GROUP ")}
-    assert groups == {"a/masc_dogs.toml": "['masc-suite:a/masc_dogs.toml']",
-                      "b/masc_dogs.toml": "['masc-suite:b/masc_dogs.toml']"}, result.outlines
+    grouped = run(pytester, tiny_model_dir, "-n", "2", "-v", "--dist", "loadgroup", "--masc-json", "g.json",
+                  subprocess=True)
+    grouped.assert_outcomes(passed=4)
+    grouped.stdout.fnmatch_lines(["*scheduling tests via LoadGroupScheduling*"])
+    nodeids = {r["nodeid"] for r in read_json(suite_dir / "g.json")["records"]}
+    assert "test_gates.py::test_gate" in nodeids, nodeids
+    per_test = run(pytester, tiny_model_dir, "-n", "2", "-v", "--dist", "load", subprocess=True)
+    per_test.assert_outcomes(passed=4)
+    per_test.stdout.fnmatch_lines(["*scheduling tests via LoadScheduling*"])

@@ -9,6 +9,7 @@ import textwrap
 import pytest
 
 from test_plugin import run
+from test_ray import require_ray
 
 ATOL = 1e-5
 
@@ -32,7 +33,7 @@ def protocols(pytester, name):
 
 
 def test_protocol_on_local_ray_gives_the_in_process_table(pytester, tiny_model_dir, monkeypatch):
-    pytest.importorskip("ray")
+    require_ray()  # Ray runs in the pytest subprocess below, never in this process
     from pytest_masc.testing.datasets import write_dreambench_fixture
 
     protocol_suite(pytester, write_dreambench_fixture(pytester.path / "data"))

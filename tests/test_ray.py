@@ -1,12 +1,15 @@
 """Ray Data scoring (``pytest_masc.ray``): a local Ray on 2 CPUs and the tiny checkpoint.
 
-The Ray runs share one module-scoped Ray instance; the scored table of the main run is
-computed once and checked by several tests.
+Every Ray run of the module is made once, on one local Ray, by tests/ray_driver.py in a fresh
+interpreter (never in the pytest process: tests/conftest.py says why); the tests check what
+each run returned or raised.
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -20,7 +23,6 @@ from oracle import require_oracle
 from pytest_masc import Sample
 from pytest_masc import ray as masc_ray
 from pytest_masc.errors import DeviceError, InputError, ModelLoadError
-from pytest_masc.ray.cli import main
 from pytest_masc.ray.schema import cell_text
 
 ATOL = 1e-5
@@ -89,18 +91,33 @@ def assert_scores_equal(scored, expected):
             assert (math.isnan(got) and math.isnan(value)) or abs(got - value) <= ATOL, (row, name, got, value)
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    """One local Ray instance on 2 CPUs for the module, shut down at its end."""
-    ray = require_oracle("ray", 'pip install "pytest-masc[ray]"', "Ray")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RAY_AUTH_MODE", "disabled")
-        ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False,
-                 object_store_memory=256 * 1024 ** 2, log_to_driver=False)
-        try:
-            yield ray
-        finally:
-            ray.shutdown()
+def require_ray() -> None:
+    """Skip without Ray (fail under ``CI=true``), without importing it into this process."""
+    if importlib.util.find_spec("ray") is None:
+        require_oracle("ray", 'pip install "pytest-masc[ray]"', "Ray")
+
+
+def run_on_ray(calls, folder) -> dict:
+    """Make ``calls`` (``[(name, helper, kwargs)]``, see tests/ray_driver.py) on one local Ray
+    in a fresh interpreter; returns ``{name: ("returned", value) | ("raised", exception)}``."""
+    require_ray()
+    calls_path, outcomes_path = folder / "calls.pkl", folder / "outcomes.pkl"
+    calls_path.write_bytes(pickle.dumps(calls))
+    tests = os.path.dirname(os.path.abspath(__file__))
+    path = [os.path.dirname(tests), os.environ.get("PYTHONPATH")]
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONPATH=os.pathsep.join(filter(None, path)))
+    done = subprocess.run([sys.executable, os.path.join(tests, "ray_driver.py"), str(calls_path), str(outcomes_path)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, f"the Ray driver exited with {done.returncode}:\n{done.stderr[-6000:]}"
+    return pickle.loads(outcomes_path.read_bytes())
+
+
+def outcome(outcomes: dict, name: str):
+    """What call ``name`` returned; raises what it raised."""
+    kind, value = outcomes[name]
+    if kind == "raised":
+        raise value
+    return value
 
 
 MISSING_AT = 5
@@ -111,20 +128,45 @@ def table():
     return make_table(rows=9, missing_at=MISSING_AT)
 
 
+def cli_tables(files):
+    """samples.csv for the CLI: paths relative to the table's folder, one absolute; returns the
+    table, its CSV form and the CSV path."""
+    table = make_table(rows=4, missing_at=2)
+    csv_table = table.assign(ref_image=[os.path.join("..", files.name, p) for p in table["ref_image"]])
+    csv_table = csv_table.assign(ref_mask=[str(files / p) for p in table["ref_mask"]])  # an absolute path too
+    for column in ("out_image", "out_mask"):
+        csv_table[column] = [os.path.join("..", files.name, p) for p in table[column]]
+    csv_table["distractors"] = ["|".join(d) for d in table["distractors"]]
+    folder = files.parent / "tables"
+    folder.mkdir(exist_ok=True)
+    csv_table.to_csv(folder / "samples.csv", index=False)
+    return table, csv_table, folder / "samples.csv"
+
+
 @pytest.fixture(scope="module")
-def scored(ray_local, table, files, tiny_model_dir):
-    """The table scored by 2 actors in batches of 3 rows."""
-    info = masc_ray.RunInfo()
-    result = masc_ray.score_table(table, model=tiny_model_dir, device="cpu", local_files_only=True,
-                                  actors=2, rows_per_batch=3, base_dir=files, info=info)
-    return result, info
+def on_ray(table, files, tiny_model_dir, tmp_path_factory):
+    """Every Ray run of this module, made on one local Ray in one fresh interpreter."""
+    folder = tmp_path_factory.mktemp("ray-runs")
+    empty = folder / "no-checkpoint"
+    empty.mkdir()
+    _, _, samples_csv = cli_tables(files)
+    model = dict(model=tiny_model_dir, device="cpu", local_files_only=True)
+    calls = [
+        # the table scored by 2 actors in batches of 3 rows
+        ("scored", "score", dict(table=table, actors=2, rows_per_batch=3, base_dir=files, **model)),
+        ("cli", "cli", dict(argv=[str(samples_csv), "--out", str(folder / "scores.csv"), f"--model={tiny_model_dir}",
+                                  "--device=cpu", "--actors=1", "--rows-per-batch=2", "--local-files-only"])),
+        ("no_gpus", "score", dict(table=make_table(rows=2), model=tiny_model_dir, num_gpus=1, base_dir=files)),
+        ("no_model", "score", dict(table=make_table(rows=2), actors=1, base_dir=files, **dict(model, model=empty))),
+    ]
+    return run_on_ray(calls, folder), folder
 
 
 # --------------------------------------------------------------------------- Ray runs
 
 
-def test_ray_scores_equal_score_many_in_input_order(scored, table, files, tiny_masc):
-    result, info = scored
+def test_ray_scores_equal_score_many_in_input_order(on_ray, table, files, tiny_masc):
+    result, info = outcome(on_ray[0], "scored")
     assert (info.actors, info.batches, info.rows, info.failed) == (2, 3, 9, 1)
     assert list(result.columns) == ["id", "input_concept", *masc_ray.REQUIRED_COLUMNS[:4], "input_prompt",
                                     "subject", "distractors", *masc_ray.OUTPUT_COLUMNS]
@@ -137,8 +179,8 @@ def test_ray_scores_equal_score_many_in_input_order(scored, table, files, tiny_m
     assert result["prompt"].dtype == np.float64
 
 
-def test_ray_unreadable_row_gets_its_error_and_the_rest_score(scored, files):
-    result, _ = scored
+def test_ray_unreadable_row_gets_its_error_and_the_rest_score(on_ray, files):
+    result, _ = outcome(on_ray[0], "scored")
     bad = result.iloc[MISSING_AT]
     assert str(files / "missing.png") in bad["error"] and "not found" in bad["error"]
     assert all(math.isnan(bad[name]) for name in masc_ray.SCORE_COLUMNS)
@@ -146,25 +188,13 @@ def test_ray_unreadable_row_gets_its_error_and_the_rest_score(scored, files):
     assert good["error"].isna().all() and good["concept"].notna().all() and good["prompt"].notna().all()
 
 
-def test_cli_csv_in_csv_out(ray_local, files, tiny_model_dir, tiny_masc, tmp_path, capsys):
-    table = make_table(rows=4, missing_at=2)
-    csv_table = table.assign(ref_image=[os.path.join("..", files.name, p) for p in table["ref_image"]])
-    csv_table = csv_table.assign(ref_mask=[str(files / p) for p in table["ref_mask"]])  # an absolute path too
-    for column in ("out_image", "out_mask"):
-        csv_table[column] = [os.path.join("..", files.name, p) for p in table[column]]
-    csv_table["distractors"] = ["|".join(d) for d in table["distractors"]]
-    folder = files.parent / "tables"
-    folder.mkdir(exist_ok=True)
-    csv_table.to_csv(folder / "samples.csv", index=False)
-    out = tmp_path / "scores.csv"
-
-    code = main([str(folder / "samples.csv"), "--out", str(out), f"--model={tiny_model_dir}", "--device=cpu",
-                 "--actors=1", "--rows-per-batch=2", "--local-files-only"])
-
+def test_cli_csv_in_csv_out(on_ray, files, tiny_masc):
+    outcomes, folder = on_ray
+    table, csv_table, _ = cli_tables(files)
+    code, stderr = outcome(outcomes, "cli")
     assert code == 1  # one row failed; the table is written all the same
-    stderr = capsys.readouterr().err
     assert "scored 3 of 4 rows" in stderr and f"row 2: {files / 'missing.png'}" in stderr
-    back = pd.read_csv(out)
+    back = pd.read_csv(folder / "scores.csv")
     back["error"] = pd.Series([e if isinstance(e, str) else None for e in back["error"]], dtype=object)
     assert back["input_prompt"].tolist() == table["prompt"].tolist()
     assert back["distractors"].fillna("").tolist() == csv_table["distractors"].tolist()
@@ -172,17 +202,23 @@ def test_cli_csv_in_csv_out(ray_local, files, tiny_model_dir, tiny_masc, tmp_pat
     assert_scores_equal(back, expected_scores(tiny_masc, table, files))
 
 
-def test_gpu_request_without_gpus_fails_before_scheduling(ray_local, files, tiny_model_dir):
+def test_gpu_request_without_gpus_fails_before_scheduling(on_ray):
     with pytest.raises(DeviceError, match=r"--num-gpus=1 per actor x 1 actor\(s\) needs 1 GPU\(s\), but the local Ray instance has 0"):
-        masc_ray.score_table(make_table(rows=2), model=tiny_model_dir, num_gpus=1, base_dir=files)
+        outcome(on_ray[0], "no_gpus")
 
 
-def test_model_that_does_not_load_is_a_model_load_error(ray_local, files, tmp_path):
-    empty = tmp_path / "no-checkpoint"
-    empty.mkdir()
-    with pytest.raises(ModelLoadError, match=f"cannot load the SigLIP2 checkpoint '{empty}'"):
-        masc_ray.score_table(make_table(rows=2), model=empty, device="cpu", local_files_only=True,
-                             actors=1, base_dir=files)
+def test_model_that_does_not_load_is_a_model_load_error(on_ray):
+    with pytest.raises(ModelLoadError, match=f"cannot load the SigLIP2 checkpoint '{on_ray[1] / 'no-checkpoint'}'"):
+        outcome(on_ray[0], "no_model")
+
+
+def test_ray_never_runs_in_the_pytest_process():
+    """Ray drivers run in a fresh interpreter (tests/ray_driver.py): ``import ray`` here is refused
+    with the reason, where it would crash a later ``ray.init`` in this process (tests/conftest.py)."""
+    require_ray()
+    with pytest.raises(RuntimeError, match="Ray is not imported into the pytest process"):
+        import ray  # noqa: F401
+    assert importlib.util.find_spec("ray") is not None  # installed, as option checks see it
 
 
 # --------------------------------------------------------------------------- without a Ray cluster

@@ -16,11 +16,11 @@ import pandas as pd
 import pytest
 
 from pytest_masc.errors import SuiteError
-from pytest_masc.ray import SCORE_COLUMNS, read_table, score_table
+from pytest_masc.ray import SCORE_COLUMNS, read_table
 from pytest_masc.ray.cli import main
 from pytest_masc.ray.export import EXPORT_COLUMNS, case_scores, suite_samples
 from test_plugin import run
-from test_ray import ray_local  # noqa: F401  (the module's local Ray on 2 CPUs)
+from test_ray import outcome, require_ray, run_on_ray
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "suites" / "demo"
@@ -130,7 +130,7 @@ def test_case_scores_fold_references_as_the_plugin_does():
 # --------------------------------------------------------------------------- scored on Ray
 
 
-def test_exported_suites_score_on_ray_as_pytest_scores_them(pytester, demo, ray_local, tiny_model_dir):  # noqa: F811
+def test_exported_suites_score_on_ray_as_pytest_scores_them(pytester, demo, tiny_model_dir, tmp_path):
     """Every case's CP, PF, globals and margin (NaN where the suite has no distractor) equal
     the suite run's, with the references' CP averaged as the plugin averages them."""
     (pytester.path / "pytest.ini").write_text("[pytest]\n")
@@ -140,7 +140,9 @@ def test_exported_suites_score_on_ray_as_pytest_scores_them(pytester, demo, ray_
 
     table = suite_samples(demo, base_dir=demo)  # suite-relative paths, read against base_dir
     assert table["ref_image"].iloc[0] == "refs/robot.png"
-    scored = score_table(table, model=tiny_model_dir, device="cpu", local_files_only=True, actors=1, base_dir=demo)
+    calls = [("export", "score", dict(table=table, model=tiny_model_dir, device="cpu", local_files_only=True,
+                                      actors=1, base_dir=demo))]
+    scored, _info = outcome(run_on_ray(calls, tmp_path), "export")  # Ray in a fresh interpreter (tests/conftest.py)
     folded = case_scores(scored)
 
     assert len(folded) == len(records) == 13
@@ -186,7 +188,7 @@ def ray_processes(marker: str) -> list[str]:
 def test_no_cluster_at_the_address_is_one_line_and_exit_2(tmp_path, address):
     """Nothing listens at HOST:PORT: one line at once (Ray alone retries for minutes), exit 2,
     nothing left running. README's ``--address=auto`` is run in tests/test_readme.py."""
-    pytest.importorskip("ray")
+    require_ray()
     address = address.format(port=free_port())
     pd.DataFrame([dict(ref_image="r.png", ref_mask="m.png", out_image="o.png", out_mask="n.png", prompt="p",
                        subject="s")]).to_csv(tmp_path / "samples.csv", index=False)

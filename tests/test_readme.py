@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from test_ray import require_ray
+
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
@@ -23,10 +25,11 @@ def _blocks(language: str) -> list[str]:
 def test_ci_runs_exactly_the_readme_install_and_test_commands():
     ci_commands = [
         line for line in (ROOT / ".ci/run").read_text().splitlines()
-        if line and not line.startswith(("#", "set ", "cd ", "export "))
+        if line and not line.startswith(("#", "set ", "cd ", "export ", "echo "))
     ]
-    install, test = _blocks("bash")[:2]
-    assert ci_commands == [install.strip(), test.strip()]
+    install, test, oldest = _blocks("bash")[:3]  # newest versions, then the oldest allowed
+    assert ci_commands == [install.strip(), test.strip(), *oldest.strip().splitlines()]
+    assert "-c constraints/oldest.txt" in oldest and (ROOT / "constraints/oldest.txt").is_file()
 
 
 def test_python_example_runs_on_a_tiny_checkpoint(tiny_model_dir, capsys):
@@ -137,8 +140,21 @@ def test_ray_table_columns_are_the_ones_the_scorer_reads():
     assert documented == [*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS]
 
 
+def ray_cluster_running() -> bool:
+    """Whether a Ray cluster's GCS server runs on this machine (read from /proc: Ray itself is
+    not imported into the pytest process, tests/conftest.py)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if b"gcs_server" in (entry / "cmdline").read_bytes():
+                    return True
+            except OSError:
+                continue
+    return False
+
+
 def test_ray_export_and_scoring_examples_run_as_written(demo_copy, tiny_model_dir):
-    pytest.importorskip("ray")
+    require_ray()
     export, score = _commands("pytest_masc.ray export")
     assert f"--model={REAL_MODEL}" in score
     exported = _run_cli(export, demo_copy, tiny_model_dir)
@@ -157,10 +173,8 @@ def test_ray_export_and_scoring_examples_run_as_written(demo_copy, tiny_model_di
 
 def test_ray_cluster_example_without_a_cluster_fails_fast_in_one_line(demo_copy, tiny_model_dir):
     """README's --address=auto line on a machine with no Ray cluster: one line, exit 2."""
-    pytest.importorskip("ray")
-    from ray._private.services import find_gcs_addresses
-
-    if find_gcs_addresses():
+    require_ray()
+    if ray_cluster_running():
         pytest.skip("another Ray runs on this machine: --address=auto would connect to it")
     export, _ = _commands("pytest_masc.ray export")
     (cluster,) = _commands("--address=auto")

@@ -21,10 +21,20 @@ from .session import SESSION_KEY, MascSession
 from .html_report import install as install_html_report
 from .terminal import SessionGateReport, closing_counts, finish_session, summary_lines
 
-XDIST_GROUP_PREFIX = "masc-suite:"
-XDIST_LOADGROUP_KEY = "masc_loadgroup"
 #: the warnings for ``--masc-* VALUE`` written with a space, printed when the session starts
 SPACED_VALUES_KEY: "pytest.StashKey[list[str]]" = pytest.StashKey()
+# True when the command line left pytest-xdist's --dist at its default (read before xdist
+# turns ``-n N`` into ``--dist load``): only then does pytest-masc pick the scheduler.
+DIST_LEFT_AT_DEFAULT = pytest.StashKey[bool]()
+# How many MaSC items (suite cases, ``@pytest.mark.masc`` tests, protocols) were collected;
+# None until known (an xdist controller learns it from its workers).
+MASC_ITEMS_COLLECTED = pytest.StashKey[int]()
+MASC_ITEMS_KEY = "masc_items_collected"  # in an xdist worker's workeroutput
+NOTHING_TO_GATE = (
+    "masc: --masc collected nothing to gate. pytest-masc collects suite files named masc_*.toml "
+    "(under testpaths or the paths given), tests marked @pytest.mark.masc, and the protocol of "
+    "--masc-protocol."
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -55,15 +65,16 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(
                 f"--masc-update-baseline is refused with {workers} xdist workers: write baselines with -n 0 or -n 1"
             )
-        if config.getoption("dist", "no") == "load":
-            config.option.dist = "loadgroup"  # keep each suite file on one worker: one batch per suite
-    workerinput = getattr(config, "workerinput", None)
-    if workerinput and workerinput.get(XDIST_LOADGROUP_KEY):
-        # A worker re-parses the command line, where plain ``-n N`` leaves --dist at "no", so xdist
-        # sets its ``loadgroup`` option False and would not add the ``@group`` suffix the controller's
-        # LoadGroupScheduling groups by: every case would be its own group and a suite file's cases
-        # would spread over the workers. The controller says it schedules by group (below).
-        config.option.loadgroup = True
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_cmdline_main(config: pytest.Config):
+    """Note whether --dist was left at its default, before pytest-xdist's own hook turns plain
+    ``-n N`` into ``--dist load`` (a wrapper runs before every plain implementation)."""
+    config.stash[DIST_LEFT_AT_DEFAULT] = (
+        config.getoption("dist", None) == "no" and not config.getoption("distload", False)
+    )
+    return (yield)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -84,10 +95,17 @@ def pytest_sessionstart(session: pytest.Session):
 
 
 @pytest.hookimpl(optionalhook=True)
-def pytest_configure_node(node) -> None:
-    """pytest-xdist controller, before a worker starts: tell it when we switched to loadgroup."""
-    if node.config.getoption("dist", "no") == "loadgroup":
-        node.workerinput[XDIST_LOADGROUP_KEY] = True
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """pytest-xdist controller: with --masc and --dist left at its default, schedule one test file
+    at a time (xdist's ``LoadFileScheduling``, what ``--dist loadfile`` uses), so each suite file's
+    cases run on one worker and its images are encoded once. An explicit --dist is left alone."""
+    if not config.stash[SESSION_KEY].settings.enabled or not config.stash.get(DIST_LEFT_AT_DEFAULT, False):
+        return None
+    if config.getoption("dist", None) != "load":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    return LoadFileScheduling(config, log)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -116,7 +134,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     refuse_shared_suite_names(session, items)  # before -k and the like: the same error for any selection
     settings = config.stash[SESSION_KEY].settings
     skip = pytest.mark.skip(reason=GATES_OFF)
-    grouped = settings.enabled and config.pluginmanager.hasplugin("xdist")
+    masc_items = 0
     if settings.enabled and settings.protocol:
         items.append(MascProtocolItem.from_parent(
             session, name=f"masc-protocol-{settings.protocol.kind}",
@@ -124,19 +142,17 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         ))
     for item in items:
         if item.get_closest_marker("masc") is not None:
+            masc_items += 1
             problem = validate_marker(item)
             if problem:
                 raise pytest.UsageError(problem)
             if not settings.enabled:
                 item.add_marker(skip)
-        elif not settings.enabled and isinstance(item, (MascCaseItem, MascProtocolItem)):
-            item.add_marker(skip)
-        if grouped and isinstance(item, MascCaseItem):
-            # keyed by the suite file's node id (its path from rootdir): two masc_x.toml files in two
-            # folders are two batches; ours runs before xdist's hook appends "@group" to node ids
-            suite_file = item.getparent(MascSuiteFile)
-            key = suite_file.nodeid if suite_file is not None else item.nodeid.split("::")[0]
-            item.add_marker(pytest.mark.xdist_group(name=f"{XDIST_GROUP_PREFIX}{key}"))
+        elif isinstance(item, (MascCaseItem, MascProtocolItem)):
+            masc_items += 1
+            if not settings.enabled:
+                item.add_marker(skip)
+    config.stash[MASC_ITEMS_COLLECTED] = masc_items
 
 
 @pytest.hookimpl(wrapper=True)
@@ -158,6 +174,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     workeroutput = getattr(config, "workeroutput", None)
     if workeroutput is not None:  # an xdist worker: hand records to the controller
         workeroutput.update(state.worker_output())
+        workeroutput[MASC_ITEMS_KEY] = str(config.stash.get(MASC_ITEMS_COLLECTED, 0))
         return
     if finish_session(state, exitstatus):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -166,13 +183,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node, error) -> None:
     """pytest-xdist controller: collect a worker's records and run metadata."""
-    node.config.stash[SESSION_KEY].merge_worker_output(getattr(node, "workeroutput", None) or {})
+    output = getattr(node, "workeroutput", None) or {}
+    node.config.stash[SESSION_KEY].merge_worker_output(output)
+    if MASC_ITEMS_KEY in output:  # every worker collects the same items
+        known = node.config.stash.get(MASC_ITEMS_COLLECTED, 0)
+        node.config.stash[MASC_ITEMS_COLLECTED] = max(known, int(output[MASC_ITEMS_KEY]))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     state = config.stash[SESSION_KEY]
     if not state.settings.enabled or hasattr(config, "workerinput"):
         return
+    if config.stash.get(MASC_ITEMS_COLLECTED, None) == 0:
+        terminalreporter.write_line(NOTHING_TO_GATE)
     lines = summary_lines(state)
     if lines:
         terminalreporter.write_sep("=", "MaSC summary")
