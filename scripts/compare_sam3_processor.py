@@ -72,14 +72,15 @@ def compare_pixels(report: Report, processor, preprocessing: Sam3Preprocessing, 
     label = f"{label} on {device.type}"
     for name, image in images.items():
         theirs = processor(images=image, return_tensors="pt", device=device)["pixel_values"]
-        ours = sam3_pixel_values([read_image(image)], preprocessing, device)
+        # the processor composites transparency over white; the segmenter drops it, as the scorer does
+        ours = sam3_pixel_values([read_image(image, transparent="white")], preprocessing, device)
         if theirs.shape != ours.shape:
             report.check(f"{label} pixel_values shape, {name}: {tuple(theirs.shape)} vs {tuple(ours.shape)}", float("inf"))
             continue
         report.check(f"{label} pixel_values, {name}", (theirs - ours).abs().max().item())
     same_size = [image for image in images.values() if image.size == (640, 480)]
     theirs = processor(images=same_size, return_tensors="pt", device=device)["pixel_values"]
-    ours = sam3_pixel_values([read_image(image) for image in same_size], preprocessing, device)
+    ours = sam3_pixel_values([read_image(image, transparent="white") for image in same_size], preprocessing, device)
     report.check(f"{label} pixel_values, a batch of {len(same_size)} same-size images", (theirs - ours).abs().max().item())
 
 

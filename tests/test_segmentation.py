@@ -238,11 +238,11 @@ def test_sam3_union_does_not_depend_on_the_resize_chunk(seed, queries, chunk, he
 def test_sam3_resize_float_path_of_gpus(monkeypatch):
     """Where torchvision does not resize in uint8 (GPUs), it resizes in float32 and rounds:
     within one grey level of the uint8 path; an image already at size is passed through."""
-    import pytest_masc.metric.segmentation as segmentation
+    import pytest_masc.metric.segmentation.sam3 as sam3
 
     image = torch.from_numpy(picture(5, 50, 70, block=2)).permute(2, 0, 1).contiguous()[None]
     native = resize_uint8_like_torchvision(image, (112, 112))
-    monkeypatch.setattr(segmentation, "_native_uint8_bilinear_on_cpu", lambda: False)
+    monkeypatch.setattr(sam3, "_native_uint8_bilinear_on_cpu", lambda: False)
     float_path = resize_uint8_like_torchvision(image, (112, 112))
     expected = F.interpolate(image.float(), size=[112, 112], mode="bilinear", align_corners=False, antialias=True)
     assert float_path.dtype == torch.uint8 and torch.equal(float_path, expected.round().to(torch.uint8))
@@ -370,7 +370,8 @@ def test_image_inputs_paths_pil_grey_rgba(clipseg_dir, tmp_path):
     assert np.array_equal(read_image(Image.fromarray(rgb)), rgb)
     assert np.array_equal(read_image(grey), np.dstack([grey] * 3))
     assert np.array_equal(read_image(rgba), rgb)
-    assert (read_image(transparent) == 255).all()  # composited over white, as transformers does
+    assert np.array_equal(read_image(transparent), rgb)  # alpha dropped, as the scorer reads images
+    assert (read_image(transparent, transparent="white") == 255).all()  # as transformers' processors
     assert np.array_equal(read_image(Image.fromarray(grey, "L")), np.dstack([grey] * 3))
     segmenter = load_segmenter("clipseg", clipseg_dir, device="cpu")
     masks = segmenter.segment_many([rgb, Image.fromarray(rgb), rgba], "dog")
@@ -402,6 +403,45 @@ def test_unreadable_file_is_an_input_error(clipseg_dir, tmp_path):
         segmenter.segment(path, "dog")
     with pytest.raises(InputError, match="directory"):
         segmenter.segment(tmp_path, "dog")
+
+
+def image_files_with_two_readings(directory: Path) -> dict[str, Path]:
+    """Files whose pixels depend on how transparency and bit depth are read."""
+    rgb = picture(7, 40, 56)
+    rgba = np.dstack([rgb, np.where(np.arange(56) < 28, 0, 255).astype(np.uint8)[None].repeat(40, 0)])
+    palette = Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    palette.info["transparency"] = 0  # palette entry 0 is transparent
+    sixteen = Image.fromarray((picture(8, 40, 56)[:, :, 0].astype(np.uint16) * 257))
+    files = {"rgba": Image.fromarray(rgba, "RGBA"), "palette": palette, "16-bit": sixteen,
+             "grey+alpha": Image.fromarray(rgba[:, :, [0, 3]], "LA")}
+    paths = {}
+    for name, image in files.items():
+        paths[name] = directory / f"{name}.png"
+        image.save(paths[name], **({"transparency": 0} if name == "palette" else {}))
+    return paths
+
+
+def test_segmenter_sees_the_pixels_the_scorer_scores(clipseg_dir, tmp_path):
+    """One reader: a file with transparency, a palette or 16 bits is read by the segmenter
+    as the scorer reads it (alpha dropped, as the reference does), so the mask is made from
+    the pixels that are scored; a decompression bomb fails the same way in both."""
+    from test_inputs import blank_png
+
+    from pytest_masc.metric.inputs import load_image
+
+    segmenter = load_segmenter("clipseg", clipseg_dir, device="cpu", threshold=0.5)
+    for name, path in image_files_with_two_readings(tmp_path).items():
+        scored = np.asarray(load_image(path))
+        assert np.array_equal(read_image(path), scored), name
+        np.testing.assert_array_equal(segmenter.segment(path, "dog"), segmenter.segment(scored.copy(), "dog"), err_msg=name)
+    bomb = tmp_path / "bomb.png"
+    blank_png(bomb, 9000, 9000)
+    with pytest.raises(InputError) as scorer_error:
+        load_image(bomb)
+    with pytest.raises(InputError) as segmenter_error:
+        segmenter.segment(bomb, "dog")
+    assert str(segmenter_error.value) == str(scorer_error.value)
+    assert str(bomb) in str(segmenter_error.value) and "cannot read the image: too large" in str(segmenter_error.value)
 
 
 def test_bad_texts_and_lengths_are_input_errors(clipseg_dir):

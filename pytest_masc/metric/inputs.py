@@ -1,6 +1,10 @@
 """Reading images and masks from paths, PIL images and arrays, with errors that name the input.
 
-Images become RGB ``PIL.Image`` objects. Masks become ``float32`` arrays of shape ``(H, W)``
+Images become RGB ``PIL.Image`` objects through one reader, :func:`load_image`, used by
+the scorer and the segmenters alike, so both see the same pixels: transparency is dropped
+(PIL's ``convert("RGB")``, as the reference implementation reads images; ``transparent="white"``
+composites over white instead), and files over :data:`MAX_IMAGE_PIXELS` are refused from
+their header. Masks become ``float32`` arrays of shape ``(H, W)``
 of foreground weights, read by the reference implementation's rule unless a departure
 below applies; the weights are resized bilinearly onto the patch grid, clamped to
 ``[0, 1]`` and thresholded at 0.5 (see :mod:`pytest_masc.functional`). :func:`read_mask`
@@ -88,6 +92,9 @@ def source_key(source: Any) -> tuple:
 
 
 def _open_file(path: Path, what: str) -> Image.Image:
+    """The decoded file, its size checked from the header before any pixel is decoded.
+
+    Every failure is an :class:`InputError` naming ``path`` and saying "cannot read the ``what``"."""
     if not path.exists():
         raise InputError(f"{path}: {what} file not found")
     if path.is_dir():
@@ -106,38 +113,75 @@ def _open_file(path: Path, what: str) -> Image.Image:
             raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # the warning: under -W error
         raise InputError(
-            f"{path}: {what} is too large to decode safely (over {MAX_IMAGE_PIXELS:,} pixels; "
+            f"{path}: cannot read the {what}: too large to decode safely (over {MAX_IMAGE_PIXELS:,} pixels; "
             "a decompression bomb or an unreasonably large image)"
         ) from None
     except UnidentifiedImageError:
-        raise InputError(f"{path}: {what} file is not an image PIL can read") from None
+        raise InputError(f"{path}: cannot read the {what}: the file is not an image PIL can read") from None
     except (OSError, SyntaxError, ValueError) as error:
-        raise InputError(f"{path}: {what} file is truncated or corrupt ({error})") from None
+        raise InputError(f"{path}: cannot read the {what}: the file is truncated or corrupt ({error})") from None
     return image
 
 
-def load_image(source: ImageInput, what: str = "image") -> Image.Image:
-    """An RGB ``PIL.Image`` from a path, a PIL image (any mode) or an ``HxWx3`` uint8 array."""
+#: How :func:`load_image` treats transparent pixels: ``"drop"`` (the default) or ``"white"``.
+TRANSPARENCY_POLICIES = ("drop", "white")
+
+
+def _to_rgb(image: Image.Image, transparent: str) -> Image.Image:
+    """``image`` in mode ``RGB``. ``"drop"``: PIL's ``convert("RGB")``, the colour under a
+    transparent pixel is kept (as the reference implementation reads images);
+    ``"white"``: composited over white (as transformers' ``convert_to_rgb``)."""
+    if image.mode == "RGB":
+        return image
+    if transparent == "white" and image.has_transparency_data:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _image_from_array(source: np.ndarray, what: str) -> Image.Image:
+    if source.dtype != np.uint8 or not (source.ndim == 2 or (source.ndim == 3 and source.shape[2] in (3, 4))):
+        raise InputError(
+            f"{describe(source)}: {what} arrays must be HxW, HxWx3 or HxWx4 uint8 (grey, RGB or RGBA)"
+        )
+    return Image.fromarray(source, mode={2: "L", 3: "RGB", 4: "RGBA"}[source.ndim if source.ndim == 2 else source.shape[2]])
+
+
+def load_image(source: ImageInput, what: str = "image", *, transparent: str = "drop") -> Image.Image:
+    """An RGB ``PIL.Image`` from a path, a PIL image (any mode) or a uint8 array ``HxW``
+    (grey), ``HxWx3`` (RGB) or ``HxWx4`` (RGBA): the one image reader of the scorer and
+    the segmenters, so both see the same pixels.
+
+    ``transparent``: ``"drop"`` (default, the reference implementation's
+    ``convert("RGB")``: alpha is ignored) or ``"white"`` (alpha composited over white).
+    Files over :data:`MAX_IMAGE_PIXELS` are refused from their header.
+
+    Raises:
+        InputError: naming the input: missing, unreadable, too large or empty images,
+            arrays of another shape or dtype.
+    """
+    if transparent not in TRANSPARENCY_POLICIES:
+        raise ValueError(f"transparent must be one of {TRANSPARENCY_POLICIES}, got {transparent!r}")
     if isinstance(source, (str, os.PathLike)):
-        image = _open_file(Path(source), what)
+        image = _open_file(Path(source).expanduser(), what)
     elif isinstance(source, Image.Image):
         image = source
     elif isinstance(source, np.ndarray):
-        if source.dtype != np.uint8 or source.ndim != 3 or source.shape[2] != 3:
-            raise InputError(
-                f"{describe(source)}: {what} arrays must be HxWx3 uint8 (RGB)"
-            )
-        image = Image.fromarray(source, mode=None)
+        image = _image_from_array(source, what)
     else:
-        raise InputError(f"{describe(source)}: {what} must be a path, a PIL image or an HxWx3 uint8 array")
+        raise InputError(f"{describe(source)}: {what} must be a path, a PIL image or a uint8 array")
     if image.width < 1 or image.height < 1:
         raise InputError(f"{describe(source)}: {what} is empty ({image.width}x{image.height})")
-    if image.mode == "RGB":
-        return image
     try:
-        return image.convert("RGB")
+        return _to_rgb(image, transparent)
     except (ValueError, OSError) as error:
         raise InputError(f"{describe(source)}: cannot convert a {image.mode!r} {what} to RGB ({error})") from None
+
+
+def read_image(source: ImageInput, what: str = "image", *, transparent: str = "drop") -> np.ndarray:
+    """:func:`load_image` as a C-contiguous ``HxWx3`` uint8 array."""
+    return np.ascontiguousarray(np.asarray(load_image(source, what, transparent=transparent)))
 
 
 @dataclass(frozen=True)
