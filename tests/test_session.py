@@ -1,10 +1,14 @@
-"""Session settings and device placement, without loading a model."""
+"""Session settings, device placement and the xdist hand-off of records, without loading a model."""
 from __future__ import annotations
 
+import json
+import math
 import types
 
 import pytest
 
+from pytest_masc import report
+from pytest_masc.gates import Record, nan_to_none
 from pytest_masc.plugin.options import Settings, parse_baselines
 from pytest_masc.plugin.session import MascSession, worker_index
 
@@ -60,3 +64,42 @@ def test_parse_baselines():
     assert parse_baselines(None) == {}
     with pytest.raises(pytest.UsageError, match="unknown baseline 'blip'"):
         parse_baselines("blip")
+
+
+def _full_record() -> Record:
+    """A record with every part a hand-off could lose: ordered distractor prompts (one of them
+    NaN), NaN scores (stored as None, as the verdict stores them), masks a segmenter computed,
+    a second check of one test, human ratings, nested diagnostics."""
+    return Record(
+        nodeid="tests/test_gen.py::test_teapot", kind="python", suite="tests/test_gen.py", concept="teapot",
+        case_id="test_teapot#3", prompt="a teapot on a café table", subject="teapot", image="out/teapot.png",
+        scores={"concept": nan_to_none(math.nan), "prompt": 0.31, "global_concept": 0.72, "global_prompt": 0.28,
+                "prompt_margin": nan_to_none(math.nan)},
+        concept_per_reference=[0.8, None],
+        distractor_prompts={"a teapot in the snow": 0.27, "a teapot at night": nan_to_none(math.nan), "a teapot": 0.3},
+        gates={"min_concept": 0.5, "min_prompt_margin": 0.0}, failures=["CP below 0.5"], passed=False,
+        human={"concept": [4.0, 5.0], "prompt": [3.0]}, extras={"subject_found": True, "ref_grid": [4, 6], "fg": {"a": 1}},
+        error=None, panel="artifacts/teapot.png", check_index=2,
+        computed_masks=[{"role": "output", "image": "out/teapot.png", "text": "teapot", "foreground_fraction": 0.42,
+                         "flag": None, "file": "masks/teapot-out.png"}],
+    )
+
+
+def test_a_record_crosses_the_xdist_hand_off_and_a_report_file_in_one_codec(tmp_path):
+    """A worker sends its records in the --masc-json record codec: the controller gets the same
+    record, the JSON it was sent is the file's record, and the file reads back the same record."""
+    record = _full_record()
+    worker = MascSession(config=_config({"workerid": "gw1"}), settings=_settings())
+    worker.add_record(record)
+    sent = worker.worker_output()
+    controller = MascSession(config=_config(), settings=_settings())
+    controller.merge_worker_output(sent)
+    assert controller.records == [record]
+
+    path = tmp_path / "run.json"
+    run = report.Report(records=controller.records)
+    report.write_json(path, run, report.evaluate(run, n_resamples=10))
+    assert json.loads(sent["masc_records"]) == json.loads(path.read_text(encoding="utf-8"))["records"]
+    loaded = report.load(path).records
+    assert loaded == [record]
+    assert list(loaded[0].distractor_prompts) == list(record.distractor_prompts)  # order kept

@@ -143,9 +143,12 @@ class MascSession:
     # -- xdist
 
     def worker_output(self) -> dict[str, str]:
-        """What an xdist worker sends the controller (JSON strings, by key)."""
+        """What an xdist worker sends the controller (JSON strings, by key); the records in the
+        ``--masc-json`` record codec (:mod:`pytest_masc.report.codec`)."""
+        from ..report.codec import records_text
+
         return {
-            "masc_records": json.dumps([r.as_dict() for r in self.records]),
+            "masc_records": records_text(self.records),
             "masc_run": json.dumps(self.run_metadata() if self.model_loaded or self.ray_scored else {}),
             "masc_suite_gates": json.dumps(self.suite_gates),
             "masc_collected": json.dumps(self.collected),
@@ -155,9 +158,11 @@ class MascSession:
 
     def merge_worker_output(self, output: dict[str, str]) -> None:
         """Controller: take in what one worker sent (:meth:`worker_output`)."""
+        from ..report.codec import records_from_text
+
         if "masc_records" not in output:
             return
-        self.records.extend(Record.from_dict(r) for r in json.loads(output["masc_records"]))
+        self.records.extend(records_from_text(output["masc_records"], "xdist worker output"))
         self.suite_gates.update(json.loads(output.get("masc_suite_gates") or "{}"))
         self.collected.update(json.loads(output.get("masc_collected") or "{}"))
         self.protocol_tables.extend(json.loads(output.get("masc_protocols") or "[]"))
