@@ -123,10 +123,6 @@ class Record:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Record":
-        return cls(**data)
-
     def score(self, key: str) -> float:
         value = self.scores.get(key)
         return math.nan if value is None else float(value)
