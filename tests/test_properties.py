@@ -129,8 +129,12 @@ def test_scores_do_not_depend_on_batch_neighbours(masc, batch, data):
     second = masc.score_many([batch[i] for i in order])
     for position, index in enumerate(order):
         a, b = first[index], second[position]
-        for x, y in ((a.concept, b.concept), (a.prompt, b.prompt), (a.global_concept, b.global_concept)):
-            assert (math.isnan(x) and math.isnan(y)) or abs(x - y) <= 1e-5
+        for name in ("concept", "prompt", "global_concept", "global_prompt", "prompt_margin"):
+            x, y = getattr(a, name), getattr(b, name)
+            assert float(x).hex() == float(y).hex(), (name, x, y)  # the same float, NaN included
+        assert a.distractor_prompts.keys() == b.distractor_prompts.keys()
+        assert all(float(a.distractor_prompts[k]).hex() == float(b.distractor_prompts[k]).hex() for k in a.distractor_prompts)
+        np.testing.assert_array_equal(a.concept_map, b.concept_map)
 
 
 @MODEL

@@ -134,6 +134,11 @@ def attention_pool_projected(head: torch.nn.Module, keys_values: torch.Tensor, h
     Hidden keys get no weight and their values are zeroed, so nothing of a hidden token
     (not even an infinite or NaN one) reaches the pool.
 
+    A row's pool depends only on that row: every product runs on one row's ``(L, d)`` keys
+    and values, and the output layers on :data:`POOL_ROWS` rows at a time, so the matrix
+    shapes do not change with the batch. Give every image the same ``L`` (the scorer pads to
+    the patch budget) and its pool is the same float whatever it is pooled with.
+
     Args:
         head: a ``Siglip2MultiheadAttentionPoolingHead``.
         keys_values: ``(B, L, 2 * D)``.
@@ -152,22 +157,85 @@ def attention_pool_projected(head: torch.nn.Module, keys_values: torch.Tensor, h
     head_width = width // heads
     probe = head.probe.reshape(1, width).to(keys_values.dtype)
     query = F.linear(probe, attention.in_proj_weight[:width], attention.in_proj_bias[:width])
-    query = query.reshape(heads, head_width) * head_width ** -0.5
-    keys = keys_values[..., :width].reshape(batch, length, heads, head_width)
-    values = keys_values[..., width:].reshape(batch, length, heads, head_width)
+    query = (query.reshape(heads, head_width) * head_width ** -0.5).to(torch.float32)
     # The attention itself in float32 whatever the model dtype (one query: cheap), as fused
     # attention kernels accumulate; the projections and the MLP stay in the head's dtype.
-    logits = torch.einsum("hd,blhd->bhl", query.to(torch.float32), keys.to(torch.float32))
+    # (B * heads) products of one row's (L, d) keys with its head's (d, 1) query.
+    keys = keys_values[..., :width].reshape(batch, length, heads, head_width).transpose(1, 2).to(torch.float32)
+    logits = torch.bmm(keys.reshape(batch * heads, length, head_width),
+                       query.expand(batch, heads, head_width).reshape(batch * heads, head_width, 1))
+    logits = logits.reshape(batch, heads, length)
     nothing_left = hidden.all(dim=-1)
     # A fully hidden row would make softmax produce NaN; pool it over everything and
     # overwrite it with NaN afterwards (unconditionally: a test would wait on the device).
     logits = logits.masked_fill((hidden & ~nothing_left[:, None])[:, None, :], -math.inf)
     weights = logits.softmax(dim=-1)
-    values = values.masked_fill(hidden[:, :, None, None], 0.0).to(torch.float32)
-    attended = torch.einsum("bhl,blhd->bhd", weights, values).reshape(batch, 1, width).to(keys_values.dtype)
-    attended = F.linear(attended, attention.out_proj.weight, attention.out_proj.bias)
-    pooled = attended + head.mlp(head.layernorm(attended))
-    return pooled[:, 0].masked_fill(nothing_left[:, None], math.nan)
+    values = keys_values[..., width:].masked_fill(hidden[:, :, None], 0.0)
+    values = values.reshape(batch, length, heads, head_width).transpose(1, 2).to(torch.float32)
+    attended = torch.bmm(weights.reshape(batch * heads, 1, length), values.reshape(batch * heads, length, head_width))
+    pooled = _pool_output(head, attended.reshape(batch, width).to(keys_values.dtype))
+    return pooled.masked_fill(nothing_left[:, None], math.nan)
+
+
+#: Rows the pooling head's output layers (projection, layer norm, MLP) run on at a time,
+#: filled up with zero rows: fixed matrix shapes, so one row's result never depends on how
+#: many rows are pooled together.
+POOL_ROWS = 8
+
+
+def _pool_output(head: torch.nn.Module, attended: torch.Tensor) -> torch.Tensor:
+    """``o + MLP(LN(o))`` with ``o = W_o a + b_o`` for ``(B, D)`` attended values, in blocks
+    of exactly :data:`POOL_ROWS` rows."""
+    projection = head.attention.out_proj
+    pooled = []
+    for start in range(0, len(attended), POOL_ROWS):
+        rows = attended[start:start + POOL_ROWS]
+        block = rows.new_zeros(POOL_ROWS, rows.shape[1])
+        block[:len(rows)] = rows
+        block = F.linear(block, projection.weight, projection.bias)
+        pooled.append((block + head.mlp(head.layernorm(block)))[:len(rows)])
+    return torch.cat(pooled) if pooled else attended.new_empty(0, projection.out_features)
+
+
+def pad_rows(rows: list[torch.Tensor], length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack ``(N_g, ...)`` tensors into one ``(G, length, ...)`` zero-padded tensor.
+
+    Returns:
+        The padded stack and ``(G, length)`` bool, True on each tensor's own rows.
+    """
+    if any(len(r) > length for r in rows):
+        raise ValueError(f"{max(len(r) for r in rows)} rows do not fit {length} slots")
+    padded = rows[0].new_zeros(len(rows), length, *rows[0].shape[1:])
+    valid = torch.zeros(len(rows), length, dtype=torch.bool, device=rows[0].device)
+    for slot, r in enumerate(rows):
+        padded[slot, :len(r)] = r
+        valid[slot, :len(r)] = True
+    return padded, valid
+
+
+def concept_preservation(ref_unit: torch.Tensor, ref_foreground: torch.Tensor,
+                         out_unit: torch.Tensor, out_valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""CP of a group of samples, each in its own ``L`` slots.
+
+    .. math::  \mathrm{best}_{g,i} = \max_{j\ \mathrm{valid}} \cos(t^{ref}_{g,i}, t^{out}_{g,j}),
+               \qquad CP_g = \frac{1}{|F_g|} \sum_{i \in F_g} \mathrm{best}_{g,i}
+
+    One ``(L, D) x (D, L)`` product per sample: with the same ``L`` for every sample (the
+    patch budget), a sample's CP does not depend on the others in the group.
+
+    Args:
+        ref_unit: ``(G, L, D)`` float32 unit-length reference tokens, zero-padded.
+        ref_foreground: ``(G, L)`` bool, the foreground rows ``F_g`` (never padding).
+        out_unit: ``(G, L, D)`` float32 unit-length output tokens, zero-padded.
+        out_valid: ``(G, L)`` bool, the output's own rows (not padding).
+
+    Returns:
+        ``(G,)`` CP (NaN where ``F_g`` is empty) and ``(G, L)`` best-match cosines.
+    """
+    similarity = torch.bmm(ref_unit, out_unit.transpose(1, 2))
+    best = similarity.masked_fill_(~out_valid[:, None, :], -math.inf).amax(dim=-1)
+    total = best.masked_fill(~ref_foreground, 0.0).sum(dim=-1)
+    return total / ref_foreground.sum(dim=-1), best
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

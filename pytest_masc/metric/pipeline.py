@@ -3,10 +3,14 @@
 1. every distinct prompt text (stripped, full, distractors) is encoded once, in batches;
 2. every distinct image (by path + mtime, or by content hash) is encoded once: images are
    read and preprocessed by worker threads while the vision tower runs the previous
-   batch; a batch is padded only to its longest NaFlex sequence;
+   batch;
 3. a sample is scored as soon as both of its images are encoded, and an image's tokens
    are dropped as soon as no pending sample needs them, so memory stays bounded by the
    batch size and the references in flight, not by the number of samples.
+
+A sample's scores do not depend on what else is scored: every tensor it touches has a shape
+set by the sample alone (images in the encoder's ``token_slots`` rows, foreground rows in
+``ROW_BLOCK``-row blocks), and the run keeps one torch thread count throughout.
 
 The encoders and the cache (:mod:`pytest_masc.metric.encoders`) are used through their
 public methods only.
@@ -32,6 +36,10 @@ from .text import StrippedPrompt, strip_subject
 from ..types import Sample, Score
 
 ProgressCallback = Callable[[int, int], None]
+
+#: A sample's foreground rows are compared in blocks of this many rows (zero rows fill the
+#: last block): the product's shape then depends on the sample alone, not on its group.
+ROW_BLOCK = 64
 
 
 @dataclass(frozen=True)
@@ -135,6 +143,15 @@ class ImagePlan:
         return [(mask_key, mask, what) for mask_key, (mask, what) in self.masks_of[key].items()]
 
 
+def _slots(images: ImageEncoder, rows: list[torch.Tensor]) -> int:
+    """Rows per image when images are padded together: the encoder's fixed ``token_slots``."""
+    return max(images.token_slots, *(len(r) for r in rows))
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[start:start + size] for start in range(0, len(items), size)]
+
+
 class _CosinePairs:
     """``(D,)`` vector pairs whose cosines one batched call computes; :meth:`add` returns the
     pair's slot in :meth:`compute`'s list."""
@@ -189,13 +206,16 @@ class ScoreRun:
         self.is_output = set(self.images.out_keys)
 
     def run(self) -> list[Any]:
-        self.text_embedding = self.encoders.texts.encode(self.texts.texts)
-        to_encode = self._take_cached()
-        started = time.perf_counter()
-        try:
-            self._encode_all(to_encode)
-        finally:
-            self.encoders.stats.encode_seconds += time.perf_counter() - started
+        # The whole run on one intra-op thread count: BLAS kernels may round differently
+        # with another, and a sample must score the same whenever it is scored.
+        with intra_op_threads(self.concurrency.stream_threads):
+            self.text_embedding = self.encoders.texts.encode(self.texts.texts)
+            to_encode = self._take_cached()
+            started = time.perf_counter()
+            try:
+                self._encode_all(to_encode)
+            finally:
+                self.encoders.stats.encode_seconds += time.perf_counter() - started
         for index, result in enumerate(self.results):
             if result is None:  # every sample is scored or holds its error by now; guard the invariant
                 raise MaSCError(f"sample {index} was never scored (internal error)")
@@ -224,8 +244,7 @@ class ScoreRun:
         images, workers = self.encoders.images, self.concurrency
         lookahead = 2 * images.batch_size * workers.encode_streams + workers.readers
         with ThreadPoolExecutor(max_workers=workers.readers, thread_name_prefix="masc-read") as readers, \
-                ThreadPoolExecutor(max_workers=workers.encode_streams, thread_name_prefix="masc-encode") as encoder, \
-                intra_op_threads(workers.stream_threads):
+                ThreadPoolExecutor(max_workers=workers.encode_streams, thread_name_prefix="masc-encode") as encoder:
             upcoming = iter(to_encode)
             pending = deque((key, readers.submit(self._prepare, key)) for key in itertools.islice(upcoming, lookahead))
             in_flight: deque = deque()
@@ -333,71 +352,100 @@ class ScoreRun:
 
     def _background_pools(self, ready: list[int]) -> dict[tuple, tuple[torch.Tensor, torch.Tensor]]:
         """Pooled background embedding ``(D,)`` (on the device) and grid weights ``(N,)`` (on
-        the CPU) per (output, output mask) pair, pooled in batches. Keys and values the
-        forward already projected are reused; the others are projected here."""
+        the CPU) per (output, output mask) pair, pooled in batches, each output in the
+        encoder's ``token_slots`` rows. Keys and values the forward projected are reused;
+        those of a cached reference scored as an output are projected here, as the forward does."""
         images, threshold = self.encoders.images, self.encoders.fg_threshold
         pairs = list(dict.fromkeys((self.images.out_keys[i], self.images.out_mask_keys[i]) for i in ready))
         pools = {}
         head = images.vision_model.head
-        chunk_size = max(images.batch_size, 8)
-        for start in range(0, len(pairs), chunk_size):
-            chunk = pairs[start:start + chunk_size]
-            encodings = [self.encoded[out_key] for out_key, _ in chunk]
-            longest = max(len(e.tokens) for e in encodings)
-            hidden = torch.ones(len(chunk), longest, dtype=torch.bool)
-            weights_list, projected = [], []
-            for row, ((out_key, mask_key), encoding) in enumerate(zip(chunk, encodings)):
+        for chunk in _chunks(pairs, self._chunk_size):
+            weights_list, projected, hidden = [], [], []
+            for out_key, mask_key in chunk:
                 weights = self._grid_weights(out_key, mask_key)
                 weights_list.append(weights)
-                hidden[row, :len(encoding.tokens)] = functional.background_hidden(weights, threshold)
+                hidden.append(functional.background_hidden(weights, threshold))
                 if out_key not in self.keys_values:
-                    self.keys_values[out_key] = functional.pool_keys_values(head, encoding.tokens[None])[0]
+                    self.keys_values[out_key] = functional.pool_keys_values(head, self.encoded[out_key].tokens[None])[0]
                 projected.append(self.keys_values[out_key])
-            # (B, L, 2D), zero-padded; the padding is hidden
-            keys_values = torch.nn.utils.rnn.pad_sequence(projected, batch_first=True) if len(projected) > 1 else projected[0][None]
-            pooled = functional.attention_pool_projected(head, keys_values, hidden.to(images.device)).to(torch.float32)
+            keys_values, _ = functional.pad_rows(projected, _slots(self.encoders.images, projected))
+            hidden_rows = torch.ones(keys_values.shape[:2], dtype=torch.bool)  # padding is hidden
+            for row, image_hidden in enumerate(hidden):
+                hidden_rows[row, :len(image_hidden)] = image_hidden
+            pooled = functional.attention_pool_projected(head, keys_values, hidden_rows.to(images.device)).to(torch.float32)
             for row, pair in enumerate(chunk):
                 pools[pair] = (pooled[row], weights_list[row])
         return pools
 
+    @property
+    def _chunk_size(self) -> int:
+        """Samples (or pools) whose padded tensors are on the device at once."""
+        return max(self.encoders.images.batch_size, 8)
+
+    def _concept(self, ready: list[int]) -> dict[int, tuple[float, torch.Tensor]]:
+        """CP and the ``(|F|,)`` best-match cosines of its foreground rows (on the CPU) per
+        ready sample. Each sample's foreground rows fill ``ROW_BLOCK``-row blocks and its
+        output ``token_slots`` rows, so its products' shapes depend on it alone."""
+        plan, threshold = self.images, self.encoders.fg_threshold
+        buckets: dict[int, list[tuple[int, torch.Tensor]]] = defaultdict(list)
+        for index in ready:
+            foreground = self._grid_weights(plan.ref_keys[index], plan.ref_mask_keys[index]) > threshold
+            rows = torch.nonzero(foreground).squeeze(1)
+            buckets[-(-len(rows) // ROW_BLOCK) * ROW_BLOCK].append((index, rows))
+        done, concepts, best_matches = [], [], []
+        for block, members in buckets.items():
+            if block == 0:  # no foreground: CP is NaN, nothing to compare
+                continue
+            for chunk in _chunks(members, self._chunk_size):
+                refs = [self.encoded[plan.ref_keys[i]].unit for i, _ in chunk]
+                outs = [self.encoded[plan.out_keys[i]].unit for i, _ in chunk]
+                ref_rows, ref_own = functional.pad_rows(
+                    [ref.index_select(0, rows.to(ref.device)) for ref, (_, rows) in zip(refs, chunk)], block)
+                out_unit, out_own = functional.pad_rows(outs, _slots(self.encoders.images, outs))
+                concept, best = functional.concept_preservation(ref_rows, ref_own, out_unit, out_own)
+                done += [(i, len(rows)) for i, rows in chunk]
+                concepts.append(concept)
+                best_matches.append(best.flatten())
+        results = {index: (math.nan, torch.empty(0)) for index in ready}
+        if done:
+            concepts_host, best_host = torch.cat(concepts).cpu(), torch.cat(best_matches).cpu()
+            start = 0
+            for (index, count), concept in zip(done, concepts_host.tolist()):
+                results[index] = (concept, best_host[start:start + count])
+                start += -(-count // ROW_BLOCK) * ROW_BLOCK
+        return results
+
     def _score_group(self, ready: list[int]) -> list[Score]:
         """Scores of samples whose images are encoded. The device work of the whole group is
-        queued first and read back in two transfers, so a GPU never waits on each sample."""
-        plan, threshold = self.images, self.encoders.fg_threshold
+        queued first and read back in three transfers, so a GPU never waits on each sample."""
+        plan = self.images
         pools = self._background_pools(ready)
         pairs = _CosinePairs()
-        matches: list[torch.Tensor] = []  # best-match cosines of each sample's foreground rows
         group = []
         for index in ready:
             ref, out = self.encoded[plan.ref_keys[index]], self.encoded[plan.out_keys[index]]
             ref_weights = self._grid_weights(plan.ref_keys[index], plan.ref_mask_keys[index])
-            # Only foreground rows count for CP (and its map), so only they are compared.
-            foreground = ref_weights > threshold
-            rows = torch.nonzero(foreground).squeeze(1)
-            if len(rows):
-                matches.append(functional.best_match_cosine(
-                    ref.unit.index_select(0, rows.to(ref.unit.device)), out.unit, normalized=True))
             pooled, out_weights = pools[(plan.out_keys[index], plan.out_mask_keys[index])]
             prompt_slot = pairs.add(pooled, self.text_embedding[self.texts.stripped[index].text])
             distractor_slots = [pairs.add(pooled, self.text_embedding[text]) for text in self.texts.distractors[index]]
             group.append(_Scoring(
                 index=index, ref=ref, out=out, ref_weights=ref_weights, out_weights=out_weights,
-                foreground=foreground, prompt_slot=prompt_slot, distractor_slots=distractor_slots,
+                foreground=ref_weights > self.encoders.fg_threshold, prompt_slot=prompt_slot,
+                distractor_slots=distractor_slots,
                 global_concept_slot=pairs.add(ref.pooled.to(torch.float32), out.pooled.to(torch.float32)),
                 global_prompt_slot=pairs.add(out.pooled.to(torch.float32), self.text_embedding[self.samples[index].prompt]),
             ))
+        concepts = self._concept(ready)
         cosines = pairs.compute()
-        best = torch.cat(matches).cpu() if matches else torch.empty(0)
-        scores, used = [], 0
+        scores = []
         for scoring in group:
-            count = int(scoring.foreground.sum())
-            concept_map = torch.full((scoring.foreground.numel(),), torch.nan)
-            concept_map[scoring.foreground] = best[used:used + count]
-            used += count
-            scores.append(self._score(scoring, cosines, concept_map))
+            concept, best = concepts[scoring.index]
+            concept_map = torch.full((scoring.foreground.numel(),), math.nan)
+            concept_map[scoring.foreground] = best
+            scores.append(self._score(scoring, cosines, concept, concept_map))
         return scores
 
-    def _score(self, scoring: _Scoring, cosines: list[float], concept_map: torch.Tensor) -> Score:
+    def _score(self, scoring: _Scoring, cosines: list[float], concept: float, concept_map: torch.Tensor) -> Score:
         """The :class:`Score` of one sample from its cosines and its ``(N_ref,)`` best-match map."""
         threshold = self.encoders.fg_threshold
         sample, stripped = self.samples[scoring.index], self.texts.stripped[scoring.index]
@@ -425,7 +473,7 @@ class ScoreRun:
             "out_mask_reading": scoring.out.masks[self.images.out_mask_keys[scoring.index]][1].as_dict(),
         }
         return Score(
-            concept=functional.concept_score(concept_map, ref_weights, threshold),
+            concept=concept,
             prompt=prompt,
             global_concept=cosines[scoring.global_concept_slot],
             global_prompt=cosines[scoring.global_prompt_slot],
