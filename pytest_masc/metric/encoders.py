@@ -248,24 +248,24 @@ class ImageEncoder:
         """The batch's encodings: one vision forward (or one per image with the one-image
         forward), then each image's keys and values and its global pool."""
         if self.one_image_forward is not None:
-            tokens = [self._forward_one(pixels) for pixels in batch]
-        elif self.fixed_size is not None:
-            tokens = self._forward_fixed(batch)
+            hidden = [self._forward_one(pixels)[None] for pixels in batch]
         else:
-            tokens = self._forward_padded(batch)
+            hidden = [self._forward_fixed(batch) if self.fixed_size is not None else self._forward_padded(batch)]
+        tokens = [image[:len(pixels.patches)] for image, pixels in zip((i for f in hidden for i in f), batch)]
         head = self.vision_model.head
-        keys_values = [functional.pool_keys_values(head, image_tokens[None])[0] for image_tokens in tokens]
-        slots = max(self.token_slots, *(len(t) for t in tokens))
-        padded, own = functional.pad_rows(keys_values, slots)
+        # Per image, from its own tokens: keys and values for the pools, and the unit-length
+        # tokens CP compares (computed here rather than on the thread that scores).
+        keys_values = [functional.pool_keys_values(head, image[None])[0] for image in tokens]
+        padded, own = functional.pad_rows(keys_values, max(self.token_slots, *(len(t) for t in tokens)))
         pooled = functional.attention_pool_projected(head, padded, ~own)
         return [
-            Encoding(image_tokens, pooled[row], p.grid, p.size, p.masks, keys_values=keys_values[row])
-            for row, (image_tokens, p) in enumerate(zip(tokens, batch))
+            Encoding(image, pooled[row], p.grid, p.size, p.masks, keys_values=keys_values[row],
+                     _unit=functional.unit_tokens(image))
+            for row, (image, p) in enumerate(zip(tokens, batch))
         ]
 
-    def _forward_padded(self, batch: list[Pixels]) -> list[torch.Tensor]:
-        """Transformers' NaFlex forward, every image padded to the patch budget; ``(N, D)``
-        tokens per image."""
+    def _forward_padded(self, batch: list[Pixels]) -> torch.Tensor:
+        """Transformers' NaFlex forward, every image padded to the patch budget: ``(B, L, D)``."""
         slots = max(self.token_slots, *(len(p.patches) for p in batch))
         raw = batch[0].patches.dtype == np.uint8  # normalised on the device, after the copy
         pixel_values = torch.zeros(len(batch), slots, batch[0].patches.shape[1],
@@ -278,14 +278,13 @@ class ImageEncoder:
         if self.device.type == "cuda":  # an asynchronous copy needs page-locked memory
             pixel_values = pixel_values.pin_memory()
         pixel_values = self._normalised(pixel_values.to(self.device, non_blocking=True))
-        hidden = self.vision_model(
+        return self.vision_model(
             pixel_values=pixel_values.to(self.dtype),
             pixel_attention_mask=attention.to(self.device),
             spatial_shapes=shapes.to(self.device),
         ).last_hidden_state
-        return [hidden[row, : len(p.patches)] for row, p in enumerate(batch)]
 
-    def _forward_fixed(self, batch: list[Pixels]) -> list[torch.Tensor]:
+    def _forward_fixed(self, batch: list[Pixels]) -> torch.Tensor:
         """A fixed-resolution forward: the patches of every image (one grid) reassembled into
         ``(B, 3, H, W)`` images, which the tower's convolution cuts into the same patches."""
         patches = torch.stack([torch.from_numpy(p.patches) for p in batch])  # (B, N, P * P * 3)
@@ -298,8 +297,7 @@ class ImageEncoder:
             .permute(0, 5, 1, 3, 2, 4)
             .reshape(len(batch), 3, rows * side, columns * side)
         )
-        hidden = self.vision_model(pixel_values=pixel_values.to(self.dtype)).last_hidden_state
-        return list(hidden)
+        return self.vision_model(pixel_values=pixel_values.to(self.dtype)).last_hidden_state  # (B, N, D)
 
     def _normalised(self, patches: torch.Tensor) -> torch.Tensor:
         """uint8 patches (on the device) normalised as the processor does, ``(x / 255 - mean) / std``
