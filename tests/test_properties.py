@@ -129,8 +129,12 @@ def test_scores_do_not_depend_on_batch_neighbours(masc, batch, data):
     second = masc.score_many([batch[i] for i in order])
     for position, index in enumerate(order):
         a, b = first[index], second[position]
-        for x, y in ((a.concept, b.concept), (a.prompt, b.prompt), (a.global_concept, b.global_concept)):
-            assert (math.isnan(x) and math.isnan(y)) or abs(x - y) <= 1e-5
+        for name in ("concept", "prompt", "global_concept", "global_prompt", "prompt_margin"):
+            x, y = getattr(a, name), getattr(b, name)
+            assert float(x).hex() == float(y).hex(), (name, x, y)  # the same float, NaN included
+        assert a.distractor_prompts.keys() == b.distractor_prompts.keys()
+        assert all(float(a.distractor_prompts[k]).hex() == float(b.distractor_prompts[k]).hex() for k in a.distractor_prompts)
+        np.testing.assert_array_equal(a.concept_map, b.concept_map)
 
 
 @MODEL
@@ -239,6 +243,80 @@ def test_best_match_cosine_bounds(seed, n_ref, n_out, scale):
     # a set that contains every reference token (scaled) matches each of them perfectly
     with_copies = torch.cat([out, ref * 2.5])
     torch.testing.assert_close(functional.best_match_cosine(ref, with_copies), torch.ones(n_ref), atol=1e-5, rtol=0)
+
+
+def random_sample_tensors(head, seed: int, slots: int, n_distractors: int) -> dict:
+    """One sample's unpadded tensors: tokens of two images, mask weights, text embeddings."""
+    generator = torch.Generator().manual_seed(seed)
+    width = head.probe.shape[-1]
+    n_ref, n_out = (int(torch.randint(1, slots + 1, (1,), generator=generator)) for _ in range(2))
+    return {
+        "ref": torch.randn(n_ref, width, generator=generator), "out": torch.randn(n_out, width, generator=generator),
+        "ref_weights": torch.rand(n_ref, generator=generator), "out_weights": torch.rand(n_out, generator=generator),
+        "texts": torch.randn(2 + n_distractors, width, generator=generator),
+    }
+
+
+def group_inputs(head, samples: list[dict], slots: int, block: int) -> functional.GroupInputs:
+    """The samples laid out as the scorer does: foreground rows first in ``block`` rows,
+    images in ``slots`` rows with keys and values projected per image, distractors in as
+    many slots as the longest list."""
+
+    def keys_values(images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return functional.pad_rows([functional.pool_keys_values(head, image[None])[0] for image in images], slots)
+
+    with torch.inference_mode():
+        (ref_keys_values, ref_own), (out_keys_values, out_own) = (
+            keys_values([s[role] for s in samples]) for role in ("ref", "out"))
+        ref_pooled = functional.attention_pool_projected(head, ref_keys_values, ~ref_own)
+        out_pooled = functional.attention_pool_projected(head, out_keys_values, ~out_own)
+    ref_rows, ref_rows_own = functional.pad_rows(
+        [functional.unit_tokens(s["ref"])[functional.foreground(s["ref_weights"])] for s in samples], block)
+    width = max(1, *(len(s["texts"]) - 2 for s in samples))
+    distractors, distractors_own = functional.pad_rows([s["texts"][2:] for s in samples], width)
+    return functional.GroupInputs(
+        ref_rows=ref_rows, ref_rows_own=ref_rows_own,
+        out_unit=functional.pad_rows([functional.unit_tokens(s["out"]) for s in samples], slots)[0], out_own=out_own,
+        out_keys_values=out_keys_values, out_weights=functional.pad_rows([s["out_weights"] for s in samples], slots)[0],
+        prompt=torch.stack([s["texts"][0] for s in samples]), distractors=distractors, distractors_own=distractors_own,
+        ref_pooled=ref_pooled, out_pooled=out_pooled, full_prompt=torch.stack([s["texts"][1] for s in samples]),
+    )
+
+
+@settings(max_examples=40, **COMMON)
+@given(seeds=st.lists(st.integers(0, 2**31 - 1), min_size=1, max_size=5, unique=True),
+       distractors=st.lists(st.integers(0, 3), min_size=5, max_size=5), data=st.data())
+def test_masc_scores_are_the_single_sample_formulas_and_ignore_the_group(head, seeds, distractors, data):
+    """Each row of the batched scores is the paper's formula for that sample alone (the
+    single-sample functions, to float rounding), and the same floats in any group."""
+    slots, block = 24, 32
+    samples = [random_sample_tensors(head, seed, slots, n) for seed, n in zip(seeds, distractors)]
+    with torch.inference_mode():
+        group = functional.masc_scores(head, group_inputs(head, samples, slots, block)).to_host()
+        order = data.draw(st.permutations(range(len(samples))))
+        subset = order[:data.draw(st.integers(1, len(samples)))]
+        other = functional.masc_scores(head, group_inputs(head, [samples[i] for i in subset], slots, block)).to_host()
+    for row, index in enumerate(subset):
+        count = len(samples[index]["texts"]) - 2  # the group has as many distractor slots as its longest list
+        for name in ("concept", "prompt", "prompt_margin", "global_concept", "global_prompt", "best_match"):
+            torch.testing.assert_close(getattr(other, name)[row], getattr(group, name)[index], rtol=0, atol=0, equal_nan=True)
+        torch.testing.assert_close(other.distractors[row, :count], group.distractors[index, :count], rtol=0, atol=0,
+                                   equal_nan=True)
+    for row, sample in enumerate(samples):
+        best = functional.best_match_cosine(sample["ref"], sample["out"])
+        concept = functional.concept_score(best, sample["ref_weights"])
+        assert (math.isnan(concept) and math.isnan(group.concept[row])) or abs(concept - group.concept[row]) <= 1e-5
+        with torch.inference_mode():
+            pooled = functional.attention_pool(head, sample["out"][None],
+                                               functional.background_hidden(sample["out_weights"])[None])
+        pfs = functional.cosine(pooled, sample["texts"][[0, *range(2, len(sample["texts"]))]])
+        torch.testing.assert_close(group.prompt[row], pfs[0].double(), atol=1e-5, rtol=0, equal_nan=True)
+        count = len(sample["texts"]) - 2
+        torch.testing.assert_close(group.distractors[row, :count], pfs[1:].double(), atol=1e-5, rtol=0, equal_nan=True)
+        assert bool(torch.isnan(group.distractors[row, count:]).all())
+        expected_margin = float(pfs[0] - pfs[1:].max()) if count else math.nan
+        assert (math.isnan(expected_margin) and math.isnan(group.prompt_margin[row])) or \
+            abs(expected_margin - float(group.prompt_margin[row])) <= 1e-5
 
 
 # ----------------------------------------------------------------------------- text

@@ -230,7 +230,7 @@ def test_keys_values_are_kept_for_outputs_and_only_during_a_run(tiny_masc, tmp_p
     assert all(encoding.keys_values is None for encoding in masc.cache.encodings())
     fresh = MaSC(tiny_masc.model, tiny_masc.image_processor, tiny_masc.tokenizer,
                  device=tiny_masc.device, dtype=tiny_masc.dtype).score_many([Sample(*paths["c"], *paths["a"], "a dog", "dog")])
-    assert second[0].prompt == pytest.approx(fresh[0].prompt, abs=1e-6)
+    assert second[0].prompt == fresh[0].prompt  # projected from the same tokens the same way
     assert not math.isnan(first[0].prompt)
 
 

@@ -62,8 +62,8 @@ class Encoding:
     grid: tuple[int, int]
     size: tuple[int, int]
     masks: dict[tuple, Any] = field(default_factory=dict)  # mask key -> (weights (H, W), MaskReading)
-    # (Hp * Wp, 2 * D) the pooling head's keys and values when the forward made them (the
-    # one-image forward); a run moves them to its own table for the outputs' background pools.
+    # (Hp * Wp, 2 * D) the pooling head's keys and values, projected from this image's tokens
+    # alone; a run moves them to its own table for the outputs' background pools.
     keys_values: Optional[torch.Tensor] = None
     _unit: Optional[torch.Tensor] = None
 
@@ -83,8 +83,10 @@ class Encoding:
 class TextEncoder:
     """Pooled text embeddings, each distinct text encoded once per instance.
 
-    Texts longer than the text tower's context (``text_length`` tokens) are truncated with a
-    :class:`~pytest_masc.errors.PromptTruncatedWarning`.
+    Texts go through the tower in forwards of exactly ``batch_size`` rows of ``text_length``
+    tokens (the last forward filled up with empty texts), so a text's embedding is the same
+    floats whatever texts it is encoded with. Texts longer than the text tower's context are
+    truncated with a :class:`~pytest_masc.errors.PromptTruncatedWarning`.
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, device: torch.device, text_length: int,
@@ -128,8 +130,9 @@ class TextEncoder:
                 )
         for start in range(0, len(texts), self.batch_size):
             chunk = texts[start:start + self.batch_size]
+            filled = chunk + [""] * (self.batch_size - len(chunk))  # fixed shape: see the class docstring
             input_ids = self.tokenizer(
-                chunk, padding="max_length", truncation=True, max_length=self.text_length, return_tensors="pt"
+                filled, padding="max_length", truncation=True, max_length=self.text_length, return_tensors="pt"
             )["input_ids"].to(self.device)
             pooled = self.model.text_model(input_ids=input_ids).pooler_output.to(torch.float32)
             for text, row in zip(chunk, pooled):
@@ -148,8 +151,15 @@ class ImageEncoder:
         device, dtype: where and in what the tower runs.
         max_num_patches: the NaFlex patch budget per image (unused at fixed resolution).
         batch_size: images per forward; lowered for good after an out-of-memory batch.
-        one_image_forward: run batches of one through
-            :class:`~pytest_masc.metric.vision.OneImageVisionForward` instead of Transformers.
+        one_image_forward: run every image through
+            :class:`~pytest_masc.metric.vision.OneImageVisionForward` (a batch image by
+            image) instead of Transformers' padded forward.
+
+    An image's encoding does not depend on the images batched with it: Transformers' forward
+    pads every NaFlex image to the patch budget (``token_slots``), not to the batch's longest,
+    and the global pool of every path is
+    :func:`~pytest_masc.metric.functional.attention_pool_projected` over the image's own keys
+    and values in those slots.
     """
 
     def __init__(self, vision_model: Any, image_processor: Any, *, device: torch.device, dtype: torch.dtype,
@@ -163,6 +173,10 @@ class ImageEncoder:
         self.one_image_forward = OneImageVisionForward(vision_model) if one_image_forward else None
         self.fixed_size = fixed_resolution(vision_model.config)  # (H, W); None: NaFlex
         self.patch_size = int(vision_model.config.patch_size)
+        # Rows every image is laid out in wherever images are padded together: the budget
+        # (NaFlex), or the one grid's patches (fixed resolution).
+        self.token_slots = (self.max_num_patches if self.fixed_size is None
+                            else (self.fixed_size[0] // self.patch_size) * (self.fixed_size[1] // self.patch_size))
         self.preprocess_settings = fast_preprocess_settings(
             image_processor, self.patch_size if self.fixed_size is not None else None
         )
@@ -231,16 +245,32 @@ class ImageEncoder:
             return self.encode(batch[:half]) + self.encode(batch[half:])
 
     def forward(self, batch: list[Pixels]) -> list[Encoding]:
-        """One vision forward; a NaFlex batch is padded to its longest sequence, not to the budget."""
-        if len(batch) == 1 and self.one_image_forward is not None:
-            return [self._forward_one(batch[0])]
-        if self.fixed_size is not None:
-            return self._forward_fixed(batch)
-        longest = max(len(p.patches) for p in batch)
+        """The batch's encodings: one vision forward (or one per image with the one-image
+        forward), then each image's keys and values and its global pool."""
+        if self.one_image_forward is not None:
+            hidden = [self._forward_one(pixels)[None] for pixels in batch]
+        else:
+            hidden = [self._forward_fixed(batch) if self.fixed_size is not None else self._forward_padded(batch)]
+        tokens = [image[:len(pixels.patches)] for image, pixels in zip((i for f in hidden for i in f), batch)]
+        head = self.vision_model.head
+        # Per image, from its own tokens: keys and values for the pools, and the unit-length
+        # tokens CP compares (computed here rather than on the thread that scores).
+        keys_values = [functional.pool_keys_values(head, image[None])[0] for image in tokens]
+        padded, own = functional.pad_rows(keys_values, max(self.token_slots, *(len(t) for t in tokens)))
+        pooled = functional.attention_pool_projected(head, padded, ~own)
+        return [
+            Encoding(image, pooled[row], p.grid, p.size, p.masks, keys_values=keys_values[row],
+                     _unit=functional.unit_tokens(image))
+            for row, (image, p) in enumerate(zip(tokens, batch))
+        ]
+
+    def _forward_padded(self, batch: list[Pixels]) -> torch.Tensor:
+        """Transformers' NaFlex forward, every image padded to the patch budget: ``(B, L, D)``."""
+        slots = max(self.token_slots, *(len(p.patches) for p in batch))
         raw = batch[0].patches.dtype == np.uint8  # normalised on the device, after the copy
-        pixel_values = torch.zeros(len(batch), longest, batch[0].patches.shape[1],
+        pixel_values = torch.zeros(len(batch), slots, batch[0].patches.shape[1],
                                    dtype=torch.uint8 if raw else torch.float32)
-        attention = torch.zeros(len(batch), longest, dtype=torch.long)
+        attention = torch.zeros(len(batch), slots, dtype=torch.long)
         for row, pixels in enumerate(batch):
             pixel_values[row, : len(pixels.patches)] = torch.from_numpy(pixels.patches)
             attention[row, : len(pixels.patches)] = 1
@@ -248,19 +278,13 @@ class ImageEncoder:
         if self.device.type == "cuda":  # an asynchronous copy needs page-locked memory
             pixel_values = pixel_values.pin_memory()
         pixel_values = self._normalised(pixel_values.to(self.device, non_blocking=True))
-        vision = self.vision_model(
+        return self.vision_model(
             pixel_values=pixel_values.to(self.dtype),
             pixel_attention_mask=attention.to(self.device),
             spatial_shapes=shapes.to(self.device),
-        )
-        hidden = vision.last_hidden_state
-        pooled = vision.pooler_output
-        return [
-            Encoding(hidden[row, : len(p.patches)], pooled[row], p.grid, p.size, p.masks)
-            for row, p in enumerate(batch)
-        ]
+        ).last_hidden_state
 
-    def _forward_fixed(self, batch: list[Pixels]) -> list[Encoding]:
+    def _forward_fixed(self, batch: list[Pixels]) -> torch.Tensor:
         """A fixed-resolution forward: the patches of every image (one grid) reassembled into
         ``(B, 3, H, W)`` images, which the tower's convolution cuts into the same patches."""
         patches = torch.stack([torch.from_numpy(p.patches) for p in batch])  # (B, N, P * P * 3)
@@ -273,11 +297,7 @@ class ImageEncoder:
             .permute(0, 5, 1, 3, 2, 4)
             .reshape(len(batch), 3, rows * side, columns * side)
         )
-        vision = self.vision_model(pixel_values=pixel_values.to(self.dtype))
-        return [
-            Encoding(vision.last_hidden_state[row], vision.pooler_output[row], p.grid, p.size, p.masks)
-            for row, p in enumerate(batch)
-        ]
+        return self.vision_model(pixel_values=pixel_values.to(self.dtype)).last_hidden_state  # (B, N, D)
 
     def _normalised(self, patches: torch.Tensor) -> torch.Tensor:
         """uint8 patches (on the device) normalised as the processor does, ``(x / 255 - mean) / std``
@@ -287,16 +307,10 @@ class ImageEncoder:
         scale, offset = self._normalisation
         return patches.to(torch.float32) / scale - offset
 
-    def _forward_one(self, pixels: Pixels) -> Encoding:
-        """One image through the one-image forward; the global pool comes from keys and
-        values that the background pool reuses."""
+    def _forward_one(self, pixels: Pixels) -> torch.Tensor:
+        """``(N, D)`` tokens of one image through the one-image forward."""
         patches = self._normalised(torch.from_numpy(pixels.patches).to(self.device))
-        tokens = self.one_image_forward(patches.to(self.dtype), pixels.grid)
-        head = self.vision_model.head
-        keys_values = functional.pool_keys_values(head, tokens[None])
-        nothing_hidden = torch.zeros(1, len(tokens), dtype=torch.bool, device=self.device)
-        pooled = functional.attention_pool_projected(head, keys_values, nothing_hidden)[0]
-        return Encoding(tokens, pooled, pixels.grid, pixels.size, pixels.masks, keys_values=keys_values[0])
+        return self.one_image_forward(patches.to(self.dtype), pixels.grid)
 
 
 def _mask_or_error(source: Any, what: str, image_source: Any, size: tuple[int, int]) -> Any:

@@ -3,10 +3,16 @@
 1. every distinct prompt text (stripped, full, distractors) is encoded once, in batches;
 2. every distinct image (by path + mtime, or by content hash) is encoded once: images are
    read and preprocessed by worker threads while the vision tower runs the previous
-   batch; a batch is padded only to its longest NaFlex sequence;
+   batch;
 3. a sample is scored as soon as both of its images are encoded, and an image's tokens
    are dropped as soon as no pending sample needs them, so memory stays bounded by the
    batch size and the references in flight, not by the number of samples.
+
+:class:`ScoreRun` schedules that work; :class:`GroupScorer` lays each group of ready samples
+out for :func:`~pytest_masc.metric.functional.masc_scores`, the formula, and reads it back once.
+A sample's scores do not depend on what else is scored: every tensor it touches has a shape
+set by the sample alone (images in the encoder's ``token_slots`` rows, foreground rows in
+``ROW_BLOCK``-row blocks), and the run keeps one torch thread count throughout.
 
 The encoders and the cache (:mod:`pytest_masc.metric.encoders`) are used through their
 public methods only.
@@ -14,14 +20,16 @@ public methods only.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
-import math
+import os
 import time
 from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+import numpy as np
 import torch
 
 from . import functional
@@ -32,6 +40,10 @@ from .text import StrippedPrompt, strip_subject
 from ..types import Sample, Score
 
 ProgressCallback = Callable[[int, int], None]
+
+#: A sample's foreground rows are compared in blocks of this many rows (zero rows fill the
+#: last block): the product's shape then depends on the sample alone, not on its group.
+ROW_BLOCK = 64
 
 
 @dataclass(frozen=True)
@@ -82,12 +94,19 @@ class TextPlan:
     @classmethod
     def of(cls, samples: list[Sample]) -> "TextPlan":
         stripped, distractor_texts, texts = [], [], []
+        memo: dict[tuple[str, Optional[str]], StrippedPrompt] = {}  # a prompt recurs once per method
+
+        def strip(text: str, subject: Optional[str]) -> StrippedPrompt:
+            if (text, subject) not in memo:
+                memo[text, subject] = strip_subject(text, subject)
+            return memo[text, subject]
+
         for sample in samples:
             # A blank subject strips nothing and keeps the prompt as given, as the paper's code does.
             subject = sample.subject if sample.subject and sample.subject.strip() else None
-            prompt = strip_subject(sample.prompt, subject)
+            prompt = strip(sample.prompt, subject)
             stripped.append(prompt)
-            distractors = [strip_subject(d, subject).text for d in sample.distractors]
+            distractors = [strip(d, subject).text for d in sample.distractors]
             distractor_texts.append(distractors)
             texts += [prompt.text, sample.prompt, *distractors]
         return cls(stripped, distractor_texts, list(dict.fromkeys(texts)))
@@ -109,11 +128,20 @@ class ImagePlan:
 
     @classmethod
     def of(cls, samples: list[Sample]) -> "ImagePlan":
+        memo: dict[Any, tuple] = {}  # a reference recurs in every sample of its concept
+
+        def key(source: Any) -> tuple:
+            # The same path (stat once), or the same object (hashed once): samples keep it alive.
+            handle = os.fspath(source) if isinstance(source, (str, os.PathLike)) else id(source)
+            if handle not in memo:
+                memo[handle] = source_key(source)
+            return memo[handle]
+
         plan = cls(
-            ref_keys=[source_key(s.ref_image) for s in samples],
-            out_keys=[source_key(s.out_image) for s in samples],
-            ref_mask_keys=[source_key(s.ref_mask) for s in samples],
-            out_mask_keys=[source_key(s.out_mask) for s in samples],
+            ref_keys=[key(s.ref_image) for s in samples],
+            out_keys=[key(s.out_image) for s in samples],
+            ref_mask_keys=[key(s.ref_mask) for s in samples],
+            out_mask_keys=[key(s.out_mask) for s in samples],
         )
         first_seen: dict[tuple, int] = {}
         for index, key in enumerate(plan.ref_keys):
@@ -135,37 +163,13 @@ class ImagePlan:
         return [(mask_key, mask, what) for mask_key, (mask, what) in self.masks_of[key].items()]
 
 
-class _CosinePairs:
-    """``(D,)`` vector pairs whose cosines one batched call computes; :meth:`add` returns the
-    pair's slot in :meth:`compute`'s list."""
-
-    def __init__(self) -> None:
-        self.left: list[torch.Tensor] = []
-        self.right: list[torch.Tensor] = []
-
-    def add(self, a: torch.Tensor, b: torch.Tensor) -> int:
-        self.left.append(a)
-        self.right.append(b)
-        return len(self.left) - 1
-
-    def compute(self) -> list[float]:
-        return functional.cosine(torch.stack(self.left), torch.stack(self.right)).tolist()
+def _slots(images: ImageEncoder, rows: list[torch.Tensor]) -> int:
+    """Rows per image when images are padded together: the encoder's fixed ``token_slots``."""
+    return max(images.token_slots, *(len(r) for r in rows))
 
 
-@dataclass
-class _Scoring:
-    """One sample between queueing its device work and reading its results back."""
-
-    index: int
-    ref: Encoding
-    out: Encoding
-    ref_weights: torch.Tensor  # (N_ref,) reference mask on the grid
-    out_weights: torch.Tensor  # (N_out,) output mask on the grid
-    foreground: torch.Tensor  # (N_ref,) bool, the reference patches CP averages over
-    prompt_slot: int  # cosine slots in the group's _CosinePairs
-    distractor_slots: list[int]
-    global_concept_slot: int
-    global_prompt_slot: int
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[start:start + size] for start in range(0, len(items), size)]
 
 
 class ScoreRun:
@@ -181,21 +185,23 @@ class ScoreRun:
         self.results: list[Any] = [None] * len(samples)
         self.texts = TextPlan.of(samples)
         self.images = ImagePlan.of(samples)
-        self.text_embedding: dict[str, torch.Tensor] = {}
+        self.text_embedding: dict[str, torch.Tensor] = {}  # filled when the run starts
         self.encoded: dict[tuple, Encoding] = {}  # image key -> encoding, until no sample needs it
-        self.grid_weights: dict[tuple, torch.Tensor] = {}  # (image key, mask key) -> (Hp * Wp,)
-        self.keys_values: dict[tuple, torch.Tensor] = {}  # output image key -> (Hp * Wp, 2D), until released
         self.is_reference = set(self.images.ref_keys)
         self.is_output = set(self.images.out_keys)
+        self.scorer = GroupScorer(self)
 
     def run(self) -> list[Any]:
-        self.text_embedding = self.encoders.texts.encode(self.texts.texts)
-        to_encode = self._take_cached()
-        started = time.perf_counter()
-        try:
-            self._encode_all(to_encode)
-        finally:
-            self.encoders.stats.encode_seconds += time.perf_counter() - started
+        # The whole run on one intra-op thread count: BLAS kernels may round differently
+        # with another, and a sample must score the same whenever it is scored.
+        with intra_op_threads(self.concurrency.stream_threads):
+            self.text_embedding.update(self.encoders.texts.encode(self.texts.texts))
+            to_encode = self._take_cached()
+            started = time.perf_counter()
+            try:
+                self._encode_all(to_encode)
+            finally:
+                self.encoders.stats.encode_seconds += time.perf_counter() - started
         for index, result in enumerate(self.results):
             if result is None:  # every sample is scored or holds its error by now; guard the invariant
                 raise MaSCError(f"sample {index} was never scored (internal error)")
@@ -224,8 +230,7 @@ class ScoreRun:
         images, workers = self.encoders.images, self.concurrency
         lookahead = 2 * images.batch_size * workers.encode_streams + workers.readers
         with ThreadPoolExecutor(max_workers=workers.readers, thread_name_prefix="masc-read") as readers, \
-                ThreadPoolExecutor(max_workers=workers.encode_streams, thread_name_prefix="masc-encode") as encoder, \
-                intra_op_threads(workers.stream_threads):
+                ThreadPoolExecutor(max_workers=workers.encode_streams, thread_name_prefix="masc-encode") as encoder:
             upcoming = iter(to_encode)
             pending = deque((key, readers.submit(self._prepare, key)) for key in itertools.islice(upcoming, lookahead))
             in_flight: deque = deque()
@@ -278,7 +283,7 @@ class ScoreRun:
         for (key, _), encoding in zip(batch, encodings):
             # Keys and values serve only an output's background pool: kept for outputs, per run.
             if encoding.keys_values is not None and key in self.is_output:
-                self.keys_values[key] = encoding.keys_values
+                self.scorer.keys_values[key] = encoding.keys_values
             encoding.keys_values = None
             self.encoded[key] = encoding
             if key in self.is_reference:
@@ -288,15 +293,13 @@ class ScoreRun:
         return len(batch)
 
     def _release(self, index: int) -> None:
-        """Sample ``index`` is done: drop the encodings (and grid weights) no pending sample needs."""
+        """Sample ``index`` is done: drop the encodings (and grid masks) no pending sample needs."""
         plan = self.images
         for key in (plan.ref_keys[index], plan.out_keys[index]):
             plan.remaining[key] -= 1
             if plan.remaining[key] == 0:
                 self.encoded.pop(key, None)
-                self.keys_values.pop(key, None)
-                for mask_key in plan.masks_of[key]:
-                    self.grid_weights.pop((key, mask_key), None)
+                self.scorer.forget(key)
 
     # -- scoring
 
@@ -318,119 +321,188 @@ class ScoreRun:
         ready = [i for i in ready if self.results[i] is None]
         if not ready:
             return
-        for index, score in zip(ready, self._score_group(ready)):
+        for index, score in zip(ready, self.scorer.score(ready)):
             self.results[index] = score
             self._release(index)
 
-    def _grid_weights(self, image_key: tuple, mask_key: tuple) -> torch.Tensor:
-        """``(Hp * Wp,)`` mask weights on the image's patch grid, resized once per (image, mask):
-        a reference shared by many outputs is not resized again for each."""
+
+class GroupScorer:
+    """Scores the samples of a :class:`ScoreRun` whose images are encoded, a group at a time:
+    lays the group out in fixed slots for :func:`~pytest_masc.metric.functional.masc_scores`
+    (the formula), reads its scores back in one transfer and builds each :class:`Score`.
+
+    Keeps what scoring reads per image, until the run releases the image: masks on the patch
+    grid per (image, mask) and outputs' pooling-head keys and values.
+    """
+
+    def __init__(self, run: ScoreRun) -> None:
+        self.samples, self.texts, self.images = run.samples, run.texts, run.images
+        self.encoded, self.text_embedding, self.encoders = run.encoded, run.text_embedding, run.encoders
+        self.grid_masks: dict[tuple, GridMask] = {}  # (image key, mask key) -> its mask on the grid
+        self.keys_values: dict[tuple, torch.Tensor] = {}  # output image key -> (Hp * Wp, 2D)
+
+    def forget(self, image_key: tuple) -> None:
+        """Drop what is kept of an image no pending sample needs."""
+        self.keys_values.pop(image_key, None)
+        for mask_key in self.images.masks_of[image_key]:
+            self.grid_masks.pop((image_key, mask_key), None)
+
+    def _grid_mask(self, image_key: tuple, mask_key: tuple) -> "GridMask":
+        """The mask on the image's patch grid, resized and counted once per (image, mask): a
+        reference shared by many outputs is not resized again for each."""
         key = (image_key, mask_key)
-        if key not in self.grid_weights:
+        if key not in self.grid_masks:
             encoding = self.encoded[image_key]
-            self.grid_weights[key] = functional.mask_to_grid(torch.from_numpy(encoding.masks[mask_key][0]), encoding.grid)
-        return self.grid_weights[key]
+            weights = functional.mask_to_grid(torch.from_numpy(encoding.masks[mask_key][0]), encoding.grid)
+            self.grid_masks[key] = GridMask(weights, self.encoders.fg_threshold)
+        return self.grid_masks[key]
 
-    def _background_pools(self, ready: list[int]) -> dict[tuple, tuple[torch.Tensor, torch.Tensor]]:
-        """Pooled background embedding ``(D,)`` (on the device) and grid weights ``(N,)`` (on
-        the CPU) per (output, output mask) pair, pooled in batches. Keys and values the
-        forward already projected are reused; the others are projected here."""
-        images, threshold = self.encoders.images, self.encoders.fg_threshold
-        pairs = list(dict.fromkeys((self.images.out_keys[i], self.images.out_mask_keys[i]) for i in ready))
-        pools = {}
-        head = images.vision_model.head
-        chunk_size = max(images.batch_size, 8)
-        for start in range(0, len(pairs), chunk_size):
-            chunk = pairs[start:start + chunk_size]
-            encodings = [self.encoded[out_key] for out_key, _ in chunk]
-            longest = max(len(e.tokens) for e in encodings)
-            hidden = torch.ones(len(chunk), longest, dtype=torch.bool)
-            weights_list, projected = [], []
-            for row, ((out_key, mask_key), encoding) in enumerate(zip(chunk, encodings)):
-                weights = self._grid_weights(out_key, mask_key)
-                weights_list.append(weights)
-                hidden[row, :len(encoding.tokens)] = functional.background_hidden(weights, threshold)
-                if out_key not in self.keys_values:
-                    self.keys_values[out_key] = functional.pool_keys_values(head, encoding.tokens[None])[0]
-                projected.append(self.keys_values[out_key])
-            # (B, L, 2D), zero-padded; the padding is hidden
-            keys_values = torch.nn.utils.rnn.pad_sequence(projected, batch_first=True) if len(projected) > 1 else projected[0][None]
-            pooled = functional.attention_pool_projected(head, keys_values, hidden.to(images.device)).to(torch.float32)
-            for row, pair in enumerate(chunk):
-                pools[pair] = (pooled[row], weights_list[row])
-        return pools
+    def _keys_values(self, out_key: tuple) -> torch.Tensor:
+        """``(N, 2D)`` keys and values of an output's tokens: the forward's, or, for a cached
+        reference scored as an output, projected here from its tokens alone as the forward does."""
+        if out_key not in self.keys_values:
+            head = self.encoders.images.vision_model.head
+            self.keys_values[out_key] = functional.pool_keys_values(head, self.encoded[out_key].tokens[None])[0]
+        return self.keys_values[out_key]
 
-    def _score_group(self, ready: list[int]) -> list[Score]:
-        """Scores of samples whose images are encoded. The device work of the whole group is
-        queued first and read back in two transfers, so a GPU never waits on each sample."""
-        plan, threshold = self.images, self.encoders.fg_threshold
-        pools = self._background_pools(ready)
-        pairs = _CosinePairs()
-        matches: list[torch.Tensor] = []  # best-match cosines of each sample's foreground rows
-        group = []
+    @property
+    def _chunk_size(self) -> int:
+        """Samples whose padded tensors are on the device at once."""
+        return max(self.encoders.images.batch_size, 8)
+
+    def score(self, ready: list[int]) -> list[Score]:
+        """Scores of samples whose images are encoded. Samples with the same foreground-row
+        block are laid out together (at most ``_chunk_size``); every group's
+        :func:`~pytest_masc.metric.functional.masc_scores` is queued before any is read back,
+        one transfer per group, so a GPU never waits on each sample."""
+        plan = self.images
+        blocks: dict[int, list[int]] = defaultdict(list)
         for index in ready:
-            ref, out = self.encoded[plan.ref_keys[index]], self.encoded[plan.out_keys[index]]
-            ref_weights = self._grid_weights(plan.ref_keys[index], plan.ref_mask_keys[index])
-            # Only foreground rows count for CP (and its map), so only they are compared.
-            foreground = ref_weights > threshold
-            rows = torch.nonzero(foreground).squeeze(1)
-            if len(rows):
-                matches.append(functional.best_match_cosine(
-                    ref.unit.index_select(0, rows.to(ref.unit.device)), out.unit, normalized=True))
-            pooled, out_weights = pools[(plan.out_keys[index], plan.out_mask_keys[index])]
-            prompt_slot = pairs.add(pooled, self.text_embedding[self.texts.stripped[index].text])
-            distractor_slots = [pairs.add(pooled, self.text_embedding[text]) for text in self.texts.distractors[index]]
-            group.append(_Scoring(
-                index=index, ref=ref, out=out, ref_weights=ref_weights, out_weights=out_weights,
-                foreground=foreground, prompt_slot=prompt_slot, distractor_slots=distractor_slots,
-                global_concept_slot=pairs.add(ref.pooled.to(torch.float32), out.pooled.to(torch.float32)),
-                global_prompt_slot=pairs.add(out.pooled.to(torch.float32), self.text_embedding[self.samples[index].prompt]),
-            ))
-        cosines = pairs.compute()
-        best = torch.cat(matches).cpu() if matches else torch.empty(0)
-        scores, used = [], 0
-        for scoring in group:
-            count = int(scoring.foreground.sum())
-            concept_map = torch.full((scoring.foreground.numel(),), torch.nan)
-            concept_map[scoring.foreground] = best[used:used + count]
-            used += count
-            scores.append(self._score(scoring, cosines, concept_map))
-        return scores
+            blocks[self._grid_mask(plan.ref_keys[index], plan.ref_mask_keys[index]).row_block].append(index)
+        head = self.encoders.images.vision_model.head
+        queued = [
+            (chunk, functional.masc_scores(head, self._layout(chunk, block), self.encoders.fg_threshold))
+            for block, members in blocks.items() for chunk in _chunks(members, self._chunk_size)
+        ]
+        scores = {}
+        for chunk, group_scores in queued:
+            host = group_scores.to_host()
+            values = zip(host.concept.tolist(), host.prompt.tolist(), host.prompt_margin.tolist(),
+                         host.global_concept.tolist(), host.global_prompt.tolist(), host.distractors.tolist(),
+                         host.best_match.to(torch.float32).numpy())
+            for index, numbers in zip(chunk, values):
+                scores[index] = self._score(index, *numbers)
+        return [scores[index] for index in ready]
 
-    def _score(self, scoring: _Scoring, cosines: list[float], concept_map: torch.Tensor) -> Score:
-        """The :class:`Score` of one sample from its cosines and its ``(N_ref,)`` best-match map."""
-        threshold = self.encoders.fg_threshold
-        sample, stripped = self.samples[scoring.index], self.texts.stripped[scoring.index]
-        prompt = cosines[scoring.prompt_slot]
-        distractors = dict(zip(sample.distractors, (cosines[slot] for slot in scoring.distractor_slots)))
-        margin = prompt - max(distractors.values()) if distractors else math.nan
-        ref_weights, out_weights = scoring.ref_weights, scoring.out_weights
-        out_hidden = functional.background_hidden(out_weights, threshold)
-        texts = (stripped.text, sample.prompt, *self.texts.distractors[scoring.index])
+    def _layout(self, chunk: list[int], block: int) -> functional.GroupInputs:
+        """The chunk's samples in fixed slots (:class:`~pytest_masc.metric.functional.GroupInputs`):
+        references' foreground rows in ``block`` rows, outputs in the encoder's ``token_slots``,
+        at least one distractor slot."""
+        return functional.GroupInputs(**self._reference_rows(chunk, block), **self._output_rows(chunk),
+                                      **self._text_rows(chunk))
+
+    def _reference_rows(self, chunk: list[int], block: int) -> dict[str, torch.Tensor]:
+        """``ref_rows``, ``ref_rows_own``, ``ref_pooled``: each distinct (reference, mask)
+        gathered once, then picked per sample."""
+        plan = self.images
+        pairs = [(plan.ref_keys[index], plan.ref_mask_keys[index]) for index in chunk]
+        distinct = {pair: slot for slot, pair in enumerate(dict.fromkeys(pairs))}
+        units = [self.encoded[key].unit for key, _ in distinct]
+        rows, own = functional.pad_rows(
+            [unit.index_select(0, torch.from_numpy(self._grid_mask(*pair).rows).to(unit.device))
+             for unit, pair in zip(units, distinct)], block)
+        pooled = torch.stack([self.encoded[key].pooled for key, _ in distinct])
+        which = torch.tensor([distinct[pair] for pair in pairs], device=rows.device)
+        return {"ref_rows": rows[which], "ref_rows_own": own[which], "ref_pooled": pooled[which]}
+
+    def _output_rows(self, chunk: list[int]) -> dict[str, torch.Tensor]:
+        """``out_unit``, ``out_own``, ``out_keys_values``, ``out_weights``, ``out_pooled``."""
+        plan = self.images
+        outs = [self.encoded[plan.out_keys[index]] for index in chunk]
+        slots = _slots(self.encoders.images, [out.tokens for out in outs])
+        unit, own = functional.pad_rows([out.unit for out in outs], slots)
+        keys_values, _ = functional.pad_rows([self._keys_values(plan.out_keys[index]) for index in chunk], slots)
+        weights, _ = functional.pad_rows(
+            [self._grid_mask(plan.out_keys[index], plan.out_mask_keys[index]).weights for index in chunk], slots)
+        return {"out_unit": unit, "out_own": own, "out_keys_values": keys_values,
+                "out_weights": weights.to(unit.device), "out_pooled": torch.stack([out.pooled for out in outs])}
+
+    def _text_rows(self, chunk: list[int]) -> dict[str, torch.Tensor]:
+        """``prompt``, ``full_prompt``, ``distractors``, ``distractors_own``: picked from one
+        table of the chunk's distinct texts."""
+        stripped, distractors = self.texts.stripped, self.texts.distractors
+        table = {text: slot for slot, text in enumerate(dict.fromkeys(
+            text for index in chunk for text in (stripped[index].text, self.samples[index].prompt, *distractors[index])))}
+        embeddings = torch.stack([self.text_embedding[text] for text in table])
+        width = max(1, *(len(distractors[index]) for index in chunk))
+        slots = [[table[text] for text in distractors[index]] + [0] * (width - len(distractors[index])) for index in chunk]
+        own = [[k < len(distractors[index]) for k in range(width)] for index in chunk]
+        return {
+            "prompt": embeddings[[table[stripped[index].text] for index in chunk]],
+            "full_prompt": embeddings[[table[self.samples[index].prompt] for index in chunk]],
+            "distractors": embeddings[torch.tensor(slots, device=embeddings.device)],
+            "distractors_own": torch.tensor(own, device=embeddings.device),
+        }
+
+    def _score(self, index: int, concept: float, prompt: float, margin: float, global_concept: float,
+               global_prompt: float, distractors: list[float], best_match: np.ndarray) -> Score:
+        """The :class:`Score` of sample ``index`` from its row of its group's scores (on the
+        host): ``best_match`` holds its foreground rows' best-match cosines first."""
+        plan, sample, stripped = self.images, self.samples[index], self.texts.stripped[index]
+        ref, out = self.encoded[plan.ref_keys[index]], self.encoded[plan.out_keys[index]]
+        ref_mask = self._grid_mask(plan.ref_keys[index], plan.ref_mask_keys[index])
+        out_mask = self._grid_mask(plan.out_keys[index], plan.out_mask_keys[index])
+        concept_map = np.full(ref_mask.patches, np.nan, dtype=np.float32)
+        concept_map[ref_mask.rows] = best_match[:len(ref_mask.rows)]
+        texts = (stripped.text, sample.prompt, *self.texts.distractors[index])
         extras = {
             "prompt_text": stripped.text,
             "subject_found": stripped.subject_found,
             "prompt_stripped": stripped.text.split() != sample.prompt.split(),
             "prompt_truncated": any(self.encoders.texts.truncated(text) for text in texts),
-            "ref_grid": list(scoring.ref.grid),
-            "out_grid": list(scoring.out.grid),
-            "ref_patches": int(ref_weights.numel()),
-            "ref_foreground_patches": int((ref_weights > threshold).sum()),
-            "ref_foreground_fraction": float(ref_weights.mean()),
-            "out_patches": int(out_weights.numel()),
-            "out_foreground_patches": int(out_hidden.sum()),
-            "out_foreground_fraction": float(out_weights.mean()),
-            "background_patches": int((~out_hidden).sum()),
-            "ref_mask_reading": scoring.ref.masks[self.images.ref_mask_keys[scoring.index]][1].as_dict(),
-            "out_mask_reading": scoring.out.masks[self.images.out_mask_keys[scoring.index]][1].as_dict(),
+            "ref_grid": list(ref.grid),
+            "out_grid": list(out.grid),
+            "ref_patches": ref_mask.patches,
+            "ref_foreground_patches": len(ref_mask.rows),
+            "ref_foreground_fraction": ref_mask.fraction,
+            "out_patches": out_mask.patches,
+            "out_foreground_patches": out_mask.hidden,
+            "out_foreground_fraction": out_mask.fraction,
+            "background_patches": out_mask.patches - out_mask.hidden,
+            "ref_mask_reading": ref.masks[plan.ref_mask_keys[index]][1].as_dict(),
+            "out_mask_reading": out.masks[plan.out_mask_keys[index]][1].as_dict(),
         }
         return Score(
-            concept=functional.concept_score(concept_map, ref_weights, threshold),
-            prompt=prompt,
-            global_concept=cosines[scoring.global_concept_slot],
-            global_prompt=cosines[scoring.global_prompt_slot],
-            prompt_margin=margin,
-            distractor_prompts=distractors,
-            extras=extras,
-            concept_map=concept_map.reshape(scoring.ref.grid).numpy(),
+            concept=concept, prompt=prompt, global_concept=global_concept, global_prompt=global_prompt,
+            prompt_margin=margin, distractor_prompts=dict(zip(sample.distractors, distractors)),
+            extras=extras, concept_map=concept_map.reshape(ref.grid),
         )
+
+
+class GridMask:
+    """A mask on its image's patch grid (CPU), with what scoring reads of it, each read once:
+    ``weights`` ``(N,)`` float32, ``rows`` ``(|F|,)`` the foreground patches
+    (:func:`~pytest_masc.metric.functional.foreground`), ``hidden`` the patches PF's pool hides,
+    ``fraction`` the mean weight."""
+
+    def __init__(self, weights: torch.Tensor, threshold: float) -> None:
+        self.weights = weights
+        self.threshold = threshold
+        self.patches = int(weights.numel())
+
+    @functools.cached_property
+    def rows(self) -> np.ndarray:
+        return torch.nonzero(functional.foreground(self.weights, self.threshold)).squeeze(1).numpy()
+
+    @functools.cached_property
+    def hidden(self) -> int:
+        return int(functional.background_hidden(self.weights, self.threshold).sum())
+
+    @functools.cached_property
+    def fraction(self) -> float:
+        return float(self.weights.mean())
+
+    @property
+    def row_block(self) -> int:
+        """Rows the foreground takes in a group: whole ``ROW_BLOCK`` blocks, at least one."""
+        return max(ROW_BLOCK, -(-len(self.rows) // ROW_BLOCK) * ROW_BLOCK)

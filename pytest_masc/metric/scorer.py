@@ -69,9 +69,11 @@ class MaSC:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.concurrency = _concurrency(device, num_workers, encode_streams)
         # On CPU, a forward of one image skips the padded-batch machinery (vision.py); it is
-        # used for batches of one, the CPU default. GPUs run Transformers' batched forward.
+        # used with batches of one, the CPU default. GPUs run Transformers' batched forward.
+        # Chosen once, never per batch: an image's tokens must not depend on its batch.
         if one_image_forward is None:
-            one_image_forward = device.type == "cpu" and unsupported_reason(model.vision_model) is None
+            one_image_forward = (device.type == "cpu" and batch_size == 1
+                                 and unsupported_reason(model.vision_model) is None)
         self.image_encoder = ImageEncoder(
             model.vision_model, image_processor, device=device, dtype=dtype,
             max_num_patches=self.max_num_patches, batch_size=batch_size, one_image_forward=bool(one_image_forward),
@@ -79,7 +81,9 @@ class MaSC:
         self.text_encoder = TextEncoder(
             model, tokenizer, device=device,
             text_length=int(getattr(model.config.text_config, "max_position_embeddings", 64)),
-            batch_size=max(batch_size * 4, 32), stats=self.stats,
+            # Every text forward has this many rows (see TextEncoder): one on a CPU, where a
+            # forward of one text costs no more per text, and a full batch elsewhere.
+            batch_size=1 if device.type == "cpu" else max(batch_size * 4, 32), stats=self.stats,
         )
         self.cache = EncodingCache(cache_size)
 
@@ -116,8 +120,8 @@ class MaSC:
             num_workers: threads that read and preprocess images.
             encode_streams: vision forwards run side by side; ``None``: one on a GPU, on a
                 CPU as many as torch has threads (at most 4), each with its share of them.
-            one_image_forward: encode batches of one image with :mod:`pytest_masc.metric.vision`'s
-                lean forward instead of Transformers' padded one; ``None``: on CPU.
+            one_image_forward: encode every image on its own with :mod:`pytest_masc.metric.vision`'s
+                lean forward instead of Transformers' padded one; ``None``: on CPU with batches of one.
 
         Raises:
             ModelLoadError: weights missing offline, or not a SigLIP / SigLIP2 checkpoint.
@@ -209,7 +213,7 @@ class MaSC:
 
     @property
     def one_image_forward(self) -> Optional[OneImageVisionForward]:
-        """The lean one-image vision forward used for batches of one, or ``None``."""
+        """The lean one-image vision forward every image goes through, or ``None``."""
         return self.image_encoder.one_image_forward
 
     @property
