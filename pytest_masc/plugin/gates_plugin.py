@@ -56,16 +56,16 @@ class MascGatesPlugin:
         self.masc_items: Optional[int] = None
         if settings.segmenter is not None:  # loads when the first mask is needed
             state.segmenter = SessionSegmenter(settings.segmenter, threshold=settings.segmenter_threshold,
-                                               dtype=settings.dtype, device=state.device)
+                                               dtype=settings.model_options.dtype, device=state.device)
         install_html_report(config)  # pytest-html with --html: MaSC summary and failure panels in the report
 
     # -- configuration and collection
 
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
-        settings = self.state.settings
+        settings, options = self.state.settings, self.state.settings.model_options
         return [
-            f"masc: model {settings.model}, device {settings.device or 'auto'}, dtype {settings.dtype or 'auto'}, "
-            f"{settings.max_patches} patches"
+            f"masc: model {options.model}, device {options.device or 'auto'}, dtype {options.dtype or 'auto'}, "
+            f"{options.max_num_patches} patches"
         ] + ([f"masc: missing masks segmented with {settings.segmenter.kind} ({settings.segmenter.model})"]
              if settings.segmenter is not None else [])
 
