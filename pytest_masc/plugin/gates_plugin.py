@@ -77,8 +77,8 @@ class MascGatesPlugin:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self, session: pytest.Session, items: list[pytest.Item]) -> None:
-        """Append the ``--masc-protocol`` item and count the MaSC items (the entry module's
-        hook, run after this one, checks markers and suite names over all of them)."""
+        """Append the ``--masc-protocol`` item and count the MaSC items, before -k and the like
+        deselect any (the entry module's wrapper has checked markers and suite names already)."""
         protocol = self.state.settings.protocol
         if protocol:
             items.append(MascProtocolItem.from_parent(
