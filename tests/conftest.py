@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from masc_suites import SUITE, make_images
+
 
 class RayStaysOutOfThisProcess(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Refuses ``import ray`` in the pytest process, where it could crash a later test.
@@ -89,3 +91,12 @@ def reference_masc(tiny_model_dir):
 
     masc = require_oracle("masc")
     return masc.MaSC(model_id=str(tiny_model_dir), device="cpu")
+
+
+@pytest.fixture
+def suite_dir(pytester: pytest.Pytester) -> Path:
+    """A pytester folder with the shared images, a ``pytest.ini`` and ``masc_dogs.toml`` (:data:`masc_suites.SUITE`)."""
+    make_images(pytester.path)
+    (pytester.path / "pytest.ini").write_text("[pytest]\n")  # rootdir here: node ids start at the suite file
+    (pytester.path / "masc_dogs.toml").write_text(SUITE)
+    return pytester.path

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pytest_masc import report
-from test_plugin import SUITE, make_images, run
+from masc_suites import SUITE, make_images, run
 from test_report_merge import merge_cli
 
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from oracle import require_oracle
-from test_plugin import SUITE, make_images, run
+from masc_suites import SUITE, make_images, run
 
 require_oracle("pytest_html", 'pip install -e ".[test]"', "pytest-html")
 

@@ -6,7 +6,7 @@ import json
 import textwrap
 
 import pytest
-from test_plugin import SUITE, run, suite_dir  # noqa: F401  (suite_dir is a fixture)
+from masc_suites import SUITE, run
 from test_suite_files import CSV_TOML, GOOD_CSV, write_suite
 
 from pytest_masc.errors import ModelLoadError

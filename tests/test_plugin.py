@@ -9,79 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-
-def _write_png(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
-
-
-def make_images(root: Path, seed: int = 0) -> None:
-    """refs/dog.png (+mask), out/*.png (+masks): random pixels, rectangular masks."""
-    rng = np.random.default_rng(seed)
-    _write_png(root / "refs/dog.png", rng.integers(0, 256, (64, 96, 3), dtype=np.uint8))
-    ref_mask = np.zeros((64, 96), np.uint8)
-    ref_mask[10:50, 20:70] = 255
-    _write_png(root / "refs/dog_mask.png", ref_mask)
-    _write_png(root / "refs/dog2.png", rng.integers(0, 256, (80, 60, 3), dtype=np.uint8))
-    ref2_mask = np.zeros((80, 60), np.uint8)
-    ref2_mask[20:70, 10:50] = 255
-    _write_png(root / "refs/dog2_mask.png", ref2_mask)
-    for name, (h, w) in {"beach": (80, 80), "snow": (96, 64), "city": (48, 112)}.items():
-        _write_png(root / f"out/{name}.png", rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
-        mask = np.zeros((h, w), np.uint8)
-        mask[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 255
-        _write_png(root / f"out/{name}_mask.png", mask)
-    _write_png(root / "out/empty_mask.png", np.zeros((64, 96), np.uint8))
-    _write_png(root / "out/full_mask.png", np.full((80, 80), 255, np.uint8))
-
-
-SUITE = """
-[suite]
-name = "dog-release"
-min_concept = 0.0
-
-[concepts.dog]
-subject = "dog"
-reference = "refs/dog.png"
-reference_mask = "refs/dog_mask.png"
-
-[[cases]]
-id = "dog-beach"
-concept = "dog"
-prompt = "a dog on the beach"
-image = "out/beach.png"
-mask = "out/beach_mask.png"
-
-[[cases]]
-concept = "dog"
-prompt = "a dog in the snow"
-image = "out/snow.png"
-mask = "out/snow_mask.png"
-
-[[cases]]
-id = "dog-self"
-concept = "dog"
-prompt = "a dog in the city"
-image = "refs/dog.png"
-mask = "refs/dog_mask.png"
-min_concept = 0.999
-"""
-
-
-@pytest.fixture
-def suite_dir(pytester: pytest.Pytester) -> Path:
-    make_images(pytester.path)
-    (pytester.path / "pytest.ini").write_text("[pytest]\n")  # rootdir here: node ids start at the suite file
-    (pytester.path / "masc_dogs.toml").write_text(SUITE)
-    return pytester.path
-
-
-def run(pytester: pytest.Pytester, model: Path, *args: str, subprocess: bool = False):
-    # One token: pytest would take a separate existing path argument into its rootdir search.
-    arguments = ["--masc", f"--masc-model={model}", "-p", "no:cacheprovider", *args]
-    if subprocess:
-        return pytester.runpytest_subprocess(*arguments)
-    return pytester.runpytest(*arguments)
+from masc_suites import SUITE, make_images, run, write_png
 
 
 def read_json(path: Path) -> dict:
@@ -115,6 +43,31 @@ def test_without_masc_gates_are_skipped_and_torch_is_not_imported(pytester, suit
     assert "HEAVY-MODULES=[]" in result.stdout.lines
     collected = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--collect-only", "-q")
     assert "masc_dogs.toml" not in collected.stdout.str()
+
+
+def test_the_gates_plugin_is_registered_only_under_masc_and_unregistered_at_the_end(pytester):
+    """The ``--masc`` hooks live on a plugin object that ``pytest_configure`` registers under
+    ``--masc`` only, and ``pytest_unconfigure`` unregisters (as junitxml does with its LogXML)."""
+    (pytester.path / "pytest.ini").write_text("[pytest]\n")
+    pytester.makeconftest(textwrap.dedent("""
+        import pytest
+
+        SEEN = []
+
+        def pytest_sessionstart(session):
+            SEEN.append(type(session.config.pluginmanager.get_plugin("masc-gates")).__name__)
+
+        @pytest.hookimpl(trylast=True)
+        def pytest_unconfigure(config):
+            SEEN.append(type(config.pluginmanager.get_plugin("masc-gates")).__name__)
+            with open("seen.txt", "a") as seen:
+                seen.write(" ".join(SEEN) + "\\n")
+            SEEN.clear()
+    """))
+    pytester.makepyfile(test_plain="def test_plain():\n    assert True\n")
+    pytester.runpytest("--masc", "-p", "no:cacheprovider").assert_outcomes(passed=1)
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    assert (pytester.path / "seen.txt").read_text().splitlines() == ["MascGatesPlugin NoneType", "NoneType NoneType"]
 
 
 NOTHING_TO_GATE = ("masc: --masc collected nothing to gate. pytest-masc collects suite files named masc_*.toml "
@@ -294,7 +247,7 @@ def test_several_references_gate_the_mean_global_concept(pytester, suite_dir, ti
     reference alone: a gate just under it passes, one just over it fails, and either
     reference's own value lies beyond that margin."""
     root = suite_dir
-    _write_png(root / "refs/flat.png", np.full((64, 96, 3), 120, np.uint8))  # unlike noise, to the tiny model
+    write_png(root / "refs/flat.png", np.full((64, 96, 3), 120, np.uint8))  # unlike noise, to the tiny model
     per_reference = [
         tiny_masc.score(str(root / f"refs/{name}.png"), str(root / "refs/dog_mask.png"), str(root / "out/beach.png"),
                         str(root / "out/beach_mask.png"), "a dog on the beach", "dog").global_concept
@@ -333,7 +286,7 @@ def test_bad_image_errors_that_case_and_others_still_run(pytester, suite_dir, ti
 
 
 def test_empty_reference_mask_fails_every_case_with_reason(pytester, suite_dir, tiny_model_dir):
-    _write_png(suite_dir / "refs/dog_mask.png", np.zeros((64, 96), np.uint8))
+    write_png(suite_dir / "refs/dog_mask.png", np.zeros((64, 96), np.uint8))
     result = run(pytester, tiny_model_dir)
     result.assert_outcomes(failed=3)
     assert "reference mask is empty" in result.stdout.str()

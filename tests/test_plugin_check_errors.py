@@ -7,7 +7,7 @@ import sys
 import textwrap
 
 import pytest
-from test_plugin import make_images, run, suite_dir  # noqa: F401  (suite_dir is a fixture)
+from masc_suites import run
 
 GATES = """
 import pytest

@@ -6,7 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from test_plugin import SUITE, make_images
+from masc_suites import SUITE, make_images
 
 from pytest_masc.plugin.options import parse_baselines, resolve_path
 

@@ -7,7 +7,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from test_plugin import SUITE, make_images, run  # noqa: F401  (shared builders)
+from masc_suites import SUITE, make_images, run  # noqa: F401  (shared builders)
 
 
 def test_dreambench_protocol_suite_prints_table_and_gates(pytester, tiny_model_dir, tiny_masc):

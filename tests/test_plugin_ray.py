@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from test_plugin import run
+from masc_suites import run
 from test_ray import require_ray
 
 ATOL = 1e-5

@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-from test_plugin import SUITE, make_images
+from masc_suites import SUITE, make_images
 
 
 def _suite(name: str | None, extra: str = "") -> str:

@@ -68,7 +68,7 @@ def test_a_subject_in_another_normal_form_is_stripped_and_reported(tiny_masc, im
 
 def test_suite_subject_in_another_normal_form_is_found_in_the_json(pytester, tiny_model_dir):
     """End to end: a suite whose subject is typed decomposed, prompts precomposed."""
-    from test_plugin import make_images
+    from masc_suites import make_images
 
     make_images(pytester.path)
     (pytester.path / "pytest.ini").write_text("[pytest]\n")

@@ -272,6 +272,12 @@ def test_columns_are_checked_and_named_clearly():
         masc_ray.read_table("samples.json")
 
 
+def test_score_table_takes_the_model_options_whole_or_one_by_one_not_both():
+    options = masc_ray.ModelOptions(model="org/name", device="cpu")
+    with pytest.raises(ValueError, match=r"as options= or one by one, not both \(also given: max_num_patches\)"):
+        masc_ray.score_table(make_table(rows=1), options=options, max_num_patches=256)
+
+
 def test_tables_round_trip_parquet_and_csv(tmp_path):
     pytest.importorskip("pyarrow")
     table = make_table(rows=3).assign(prompt=["1984", "a dog", "a dog in the snow"])

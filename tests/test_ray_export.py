@@ -19,7 +19,7 @@ from pytest_masc.errors import SuiteError
 from pytest_masc.ray import SCORE_COLUMNS, read_table
 from pytest_masc.ray.cli import main
 from pytest_masc.ray.export import EXPORT_COLUMNS, case_scores, suite_samples
-from test_plugin import run
+from masc_suites import run
 from test_ray import outcome, require_ray, run_on_ray
 
 REPO = Path(__file__).resolve().parent.parent

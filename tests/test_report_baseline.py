@@ -11,7 +11,7 @@ import pytest
 
 from pytest_masc import report
 from pytest_masc.gates import Record
-from test_plugin import SUITE, make_images, run
+from masc_suites import SUITE, run
 
 
 def write_baseline(path: Path, model: Path, concepts: dict[str, tuple[float, float]], **settings) -> Path:
@@ -23,14 +23,6 @@ def write_baseline(path: Path, model: Path, concepts: dict[str, tuple[float, flo
     }
     path.write_text(json.dumps(payload))
     return path
-
-
-@pytest.fixture
-def suite_dir(pytester: pytest.Pytester) -> Path:
-    make_images(pytester.path)
-    (pytester.path / "pytest.ini").write_text("[pytest]\n")
-    (pytester.path / "masc_dogs.toml").write_text(SUITE)
-    return pytester.path
 
 
 def test_baseline_sharing_no_concept_fails_and_names_both_sides(pytester, suite_dir, tiny_model_dir):

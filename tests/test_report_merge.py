@@ -12,7 +12,7 @@ import pytest
 
 from pytest_masc import report
 from pytest_masc.gates import Record
-from test_plugin import make_images, run
+from masc_suites import make_images, run
 
 HEADER = """
 [suite]

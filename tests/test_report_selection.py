@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pytest_masc import report
-from test_plugin import make_images, run
+from masc_suites import make_images, run
 from test_report_merge import masc_section, merge_cli
 
 STUDIO = """
@@ -259,7 +259,7 @@ def test_merge_updates_a_baseline_only_from_a_passing_run_and_keeps_the_rest(pyt
 
 def test_merge_refuses_one_suite_name_from_two_suite_files(pytester, tiny_model_dir, capsys):
     """#16: shards are separate runs, so only the merge can see two files naming one suite."""
-    from test_plugin import SUITE
+    from masc_suites import SUITE
 
     (pytester.path / "pytest.ini").write_text("[pytest]\n")
     for folder in ("release", "nightly"):

@@ -1,14 +1,17 @@
-"""Session settings, device placement and the xdist hand-off of records, without loading a model."""
+"""Session settings, device placement and the xdist hand-off of records, without loading a model:
+settings come from a real pytest config (``pytester.parseconfig``), as users give them."""
 from __future__ import annotations
 
 import json
 import math
 import types
+from typing import Optional
 
 import pytest
 
 from pytest_masc import report
 from pytest_masc.gates import Record, nan_to_none
+from pytest_masc.metric.options import ModelOptions
 from pytest_masc.plugin.options import Settings, parse_baselines
 from pytest_masc.plugin.session import MascSession, worker_index
 
@@ -17,11 +20,12 @@ def _config(workerinput=None):
     return types.SimpleNamespace(workerinput=workerinput) if workerinput is not None else types.SimpleNamespace()
 
 
-def _settings(device=None) -> Settings:
-    return Settings(
-        enabled=True, model="m", revision=None, device=device, dtype=None, max_patches=1024, batch_size=None,
-        json=None, baseline=None, max_drop=0.02, update_baseline=False, artifacts=None, protocol=None, baselines={},
-    )
+def _session(pytester: pytest.Pytester, workerid: Optional[str], *options: str) -> MascSession:
+    """The session of ``pytest --masc OPTIONS`` in xdist worker ``workerid`` (None: no xdist)."""
+    config = pytester.parseconfig("--masc", *options)
+    if workerid is not None:
+        config.workerinput = {"workerid": workerid}
+    return MascSession(config=config, settings=Settings.from_config(config))
 
 
 @pytest.mark.parametrize(("workerid", "index"), [("gw0", 0), ("gw3", 3), ("gw11", 11)])
@@ -41,21 +45,35 @@ def test_no_worker_index_outside_xdist():
     ("gw3", "cuda:0", "cuda:0"),  # an explicit index is kept
     ("gw3", "cpu", "cpu"),
 ])
-def test_xdist_workers_spread_over_gpus(monkeypatch, workerid, requested, expected):
+def test_xdist_workers_spread_over_gpus(pytester, monkeypatch, workerid, requested, expected):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    session = MascSession(config=_config({"workerid": workerid}), settings=_settings(requested))
+    session = _session(pytester, workerid, *([f"--masc-device={requested}"] if requested else []))
     assert session.device() == expected
 
 
-def test_without_cuda_the_request_is_passed_through(monkeypatch):
+def test_without_cuda_the_request_is_passed_through(pytester, monkeypatch):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    session = MascSession(config=_config({"workerid": "gw1"}), settings=_settings(None))
-    assert session.device() is None
+    assert _session(pytester, "gw1").device() is None
+
+
+def test_the_model_options_are_read_once_into_one_object(pytester, monkeypatch):
+    """The seven model options, from the command line and the ini file, in ``Settings.model_options``:
+    the one object the session loads from, Ray gets and the report's run settings come from."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (pytester.path / "pytest.ini").write_text("[pytest]\nmasc_max_patches = 256\nmasc_dtype = bfloat16\n")
+    config = pytester.parseconfig("--masc", "--masc-model=org/name", "--masc-revision=v2", "--masc-device=cpu",
+                                  "--masc-batch-size=4")
+    options = Settings.from_config(config).model_options
+    assert options == ModelOptions(model="org/name", revision="v2", device="cpu", dtype="bfloat16",
+                                   max_num_patches=256, batch_size=4, local_files_only=True)
+    assert options.load_kwargs() == {"model_id": "org/name", "revision": "v2", "device": "cpu", "dtype": "bfloat16",
+                                     "max_num_patches": 256, "batch_size": 4, "local_files_only": True}
+    assert options.recorded() == {"model": "org/name", "revision": "v2", "dtype": "bfloat16", "max_num_patches": 256}
 
 
 def test_parse_baselines():
@@ -85,14 +103,14 @@ def _full_record() -> Record:
     )
 
 
-def test_a_record_crosses_the_xdist_hand_off_and_a_report_file_in_one_codec(tmp_path):
+def test_a_record_crosses_the_xdist_hand_off_and_a_report_file_in_one_codec(pytester, tmp_path):
     """A worker sends its records in the --masc-json record codec: the controller gets the same
     record, the JSON it was sent is the file's record, and the file reads back the same record."""
     record = _full_record()
-    worker = MascSession(config=_config({"workerid": "gw1"}), settings=_settings())
+    worker = _session(pytester, "gw1")
     worker.add_record(record)
     sent = worker.worker_output()
-    controller = MascSession(config=_config(), settings=_settings())
+    controller = _session(pytester, None)
     controller.merge_worker_output(sent)
     assert controller.records == [record]
 

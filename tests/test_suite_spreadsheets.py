@@ -9,7 +9,7 @@ import pytest
 
 from pytest_masc.errors import SuiteError
 from pytest_masc.suite import load_suite
-from test_plugin import make_images, run
+from masc_suites import make_images, run
 
 CONCEPTS = """\
 [concepts.dog]

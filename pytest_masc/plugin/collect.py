@@ -331,17 +331,9 @@ def _gate_failures(gates: dict[str, float], values: dict[str, Optional[float]]) 
 
 def _ray_scorer(session: MascSession) -> Any:
     """``--masc-ray``: a ``score_many`` on Ray actors with the session's model options."""
-    from ..metric.hub import hub_offline
-    from ..ray import ModelOptions
     from ..ray.samples import RayScorer, parse_address
 
-    settings = session.settings
-    options = ModelOptions(
-        model=settings.model, revision=settings.revision, device=settings.device, dtype=settings.dtype,
-        max_patches=settings.max_patches, batch_size=settings.batch_size,
-        local_files_only=hub_offline(),  # the actors may run where the driver's HF_HUB_OFFLINE is not set
-    )
-    return RayScorer(options=options, address=parse_address(settings.ray))
+    return RayScorer(options=session.settings.model_options, address=parse_address(session.settings.ray))
 
 
 def _baseline_scorers(session: MascSession) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from typing import Any, Optional
 import pytest
 
 from ..defaults import DEFAULT_MAX_PATCHES, DEFAULT_MODEL, DTYPE_ALIASES
+from ..metric.hub import hub_offline
+from ..metric.options import ModelOptions
 from ..protocols.spec import AUTO_MASKS, ProtocolError, ProtocolSpec, parse_protocol_option
 from .masks import SegmenterChoice, SegmenterOptionError, parse_segmenter_option
 
@@ -69,12 +71,7 @@ class Settings:
     """Resolved plugin options (command line over ini over defaults)."""
 
     enabled: bool
-    model: str
-    revision: Optional[str]
-    device: Optional[str]
-    dtype: Optional[str]
-    max_patches: int
-    batch_size: Optional[int]
+    model_options: ModelOptions  # model, revision, device, dtype, patch budget, batch size, hub access
     json: Optional[Path]
     baseline: Optional[Path]
     max_drop: float
@@ -107,12 +104,13 @@ class Settings:
             _check_device(given["device"])
         return cls(
             enabled=enabled,
-            model=resolve_path(values["model"], given["model"].base, hub_id=True),
-            revision=values["revision"],
-            device=values["device"],
-            dtype=values["dtype"],
-            max_patches=values["max_patches"],
-            batch_size=values["batch_size"],
+            model_options=ModelOptions(
+                model=resolve_path(values["model"], given["model"].base, hub_id=True),
+                revision=values["revision"], device=values["device"], dtype=values["dtype"],
+                max_num_patches=values["max_patches"], batch_size=values["batch_size"],
+                # HF_HUB_OFFLINE as an option: Ray actors may run where the driver's environment is not set
+                local_files_only=hub_offline(),
+            ),
             json=path("json"),
             baseline=path("baseline"),
             max_drop=values["max_drop"],

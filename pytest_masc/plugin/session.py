@@ -6,6 +6,7 @@ first needs the model.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -70,7 +71,7 @@ class MascSession:
 
     def device(self) -> Optional[str]:
         """The device to load on: under xdist with CUDA, worker ``i`` takes GPU ``i % count``."""
-        requested = self.settings.device
+        requested = self.settings.model_options.device
         index = worker_index(self.config)
         if index is None or requested not in (None, "cuda"):
             return requested
@@ -86,19 +87,10 @@ class MascSession:
         if self._model is not None:
             return self._model
         if self._model_error is not None:
-            raise ModelNotLoaded(self.settings.model, self._model_error)
-        from ..metric.scorer import MaSC
-
+            raise ModelNotLoaded(self.settings.model_options.model, self._model_error)
         started = time.perf_counter()
         try:
-            self._model = MaSC.from_pretrained(
-                self.settings.model,
-                device=self.device(),
-                dtype=self.settings.dtype,
-                max_num_patches=self.settings.max_patches,
-                batch_size=self.settings.batch_size,
-                revision=self.settings.revision,
-            )  # HF_HUB_OFFLINE: the loader reads it (metric.hub.hub_offline)
+            self._model = dataclasses.replace(self.settings.model_options, device=self.device()).load()
         except (MaSCError, ValueError) as error:
             self._model_error = error
             raise
@@ -107,7 +99,8 @@ class MascSession:
 
     def run_metadata(self) -> dict[str, Any]:
         """Model id, revision, device, dtype and encode counts of this process."""
-        meta: dict[str, Any] = {"model": self.settings.model, "revision": self.settings.revision}
+        options = self.settings.model_options
+        meta: dict[str, Any] = {"model": options.model, "revision": options.revision}
         if self._model is not None:
             meta.update(self._model.describe())
             meta.update(self._model.stats.as_dict())

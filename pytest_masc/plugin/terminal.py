@@ -18,17 +18,14 @@ def session_report(state: "MascSession", exitstatus: Optional[int] = None) -> "R
     from ..metric.identity import checkpoint_identity
     from ..report import Report, run_settings
 
-    settings = state.settings
+    settings, options = state.settings, state.settings.model_options
     requested = None  # what the options name, where no process loaded the model to say what it is
     if not any(run.get("checkpoint") for run in state.worker_runs):
-        requested = checkpoint_identity(settings.model, settings.revision, base=state.config.invocation_params.dir)
+        requested = checkpoint_identity(options.model, options.revision, base=state.config.invocation_params.dir)
     return Report(
         records=state.sorted_records(),
         runs=list(state.worker_runs),
-        settings=run_settings(
-            state.worker_runs, model=settings.model, revision=settings.revision,
-            dtype=settings.dtype, max_num_patches=settings.max_patches, checkpoint=requested,
-        ),
+        settings=run_settings(state.worker_runs, **options.recorded(), checkpoint=requested),
         suite_gates={name: dict(gates) for name, gates in state.suite_gates.items()},
         protocols=list(state.protocol_tables),
         protocol_findings=list(state.suite_findings),  # before the session end: protocol items only

@@ -9,7 +9,8 @@ public names of its modules:
   cell is read;
 - :mod:`~pytest_masc.ray.fetch`: local paths for image and mask cells (paths relative to
   ``base_dir``, URIs such as ``s3://…`` copied);
-- :mod:`~pytest_masc.ray.actor`: :class:`ModelOptions` and the Ray Data actor :class:`BatchScorer`;
+- :mod:`~pytest_masc.ray.actor`: the Ray Data actor :class:`BatchScorer`, which loads its model from
+  :class:`~pytest_masc.metric.options.ModelOptions` (re-exported here);
 - :mod:`~pytest_masc.ray.tables`: Parquet and CSV tables read and written;
 - :mod:`~pytest_masc.ray.cluster`: Ray imported, started or joined (an ``address`` with no
   cluster behind it is one :class:`~pytest_masc.errors.DeviceError` line), resources checked;
@@ -20,7 +21,8 @@ public names of its modules:
 """
 from __future__ import annotations
 
-from .actor import BatchScorer, ModelOptions
+from ..metric.options import ModelOptions
+from .actor import BatchScorer
 from .cluster import INSTALL_HINT, check_resources, import_ray, start_ray
 from .schema import (
     IMAGE_COLUMNS, INPUT_PREFIX, OPTIONAL_COLUMNS, OUTPUT_COLUMNS, REQUIRED_COLUMNS, ROW_COLUMN, SCORE_COLUMNS,

@@ -1,12 +1,12 @@
-"""The Ray Data actor that scores batches of table rows with one ``MaSC``, loaded from :class:`ModelOptions`."""
+"""The Ray Data actor that scores batches of table rows with one ``MaSC``, loaded from
+:class:`~pytest_masc.metric.options.ModelOptions`."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
-from ..defaults import DEFAULT_MAX_PATCHES, DEFAULT_MODEL
 from ..errors import InputError, MaSCError
+from ..metric.options import ModelOptions
 from ..types import Sample
 from .fetch import Fetcher
 from .schema import (
@@ -19,29 +19,6 @@ if TYPE_CHECKING:
 
 _WHAT = {"ref_image": "reference image", "ref_mask": "reference mask",
          "out_image": "output image", "out_mask": "output mask"}
-
-
-@dataclass(frozen=True)
-class ModelOptions:
-    """``MaSC.from_pretrained`` settings, named as the plugin's ``--masc-*`` options."""
-
-    model: str = DEFAULT_MODEL
-    revision: Optional[str] = None
-    device: Optional[str] = None
-    dtype: Optional[str] = None
-    max_patches: int = DEFAULT_MAX_PATCHES
-    batch_size: Optional[int] = None
-    local_files_only: bool = False
-
-    def load(self):
-        """The ``MaSC`` these options describe (torch and transformers are imported here)."""
-        from ..metric.scorer import MaSC
-
-        return MaSC.from_pretrained(
-            self.model, revision=self.revision, device=self.device, dtype=self.dtype,
-            max_num_patches=self.max_patches, batch_size=self.batch_size,
-            local_files_only=self.local_files_only,
-        )
 
 
 class BatchScorer:

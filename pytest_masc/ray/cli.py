@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 
 from ..defaults import DEFAULT_MAX_PATCHES, DEFAULT_MODEL, DTYPE_ALIASES
 from ..errors import MaSCError
+from ..metric.options import ModelOptions
 from .score import RunInfo, error_rows, score_table
 from .tables import write_table
 
@@ -116,8 +117,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     info = RunInfo()
     try:
         scored = score_table(
-            args.table, model=args.model, revision=args.revision, device=args.device, dtype=args.dtype,
-            max_patches=args.max_patches, batch_size=args.batch_size, local_files_only=args.local_files_only,
+            args.table, options=ModelOptions(
+                model=args.model, revision=args.revision, device=args.device, dtype=args.dtype,
+                max_num_patches=args.max_patches, batch_size=args.batch_size, local_files_only=args.local_files_only),
             address=args.address, num_gpus=args.num_gpus, num_cpus=args.num_cpus, actors=args.actors,
             rows_per_batch=args.rows_per_batch, base_dir=args.base_dir, info=info,
         )

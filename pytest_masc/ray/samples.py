@@ -7,12 +7,12 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional, Sequence
 
 from ..errors import InputError, MaSCError
 from ..types import Sample, Score
-from .actor import ModelOptions
+from ..metric.options import ModelOptions
 from .cluster import import_ray, ray_running
 from .score import score_table
 
@@ -94,8 +94,7 @@ class RayScorer:
         if gpu and device:
             device = "cuda"  # an actor sees only its own GPU, as cuda:0
         return dict(
-            **{**asdict(self.options), "device": device},
-            address=self.address, num_gpus=1 if gpu else 0, rows_per_batch=self.rows_per_batch,
+            options=replace(self.options, device=device), address=self.address, num_gpus=1 if gpu else 0, rows_per_batch=self.rows_per_batch,
         )
 
     @staticmethod

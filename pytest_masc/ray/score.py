@@ -21,9 +21,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
-from ..defaults import DEFAULT_MAX_PATCHES, DEFAULT_MODEL
 from ..errors import DeviceError, MaSCError
-from .actor import BatchScorer, ModelOptions
+from ..metric.options import ModelOptions
+from .actor import BatchScorer
 from .cluster import check_resources, fitting_actors, import_ray, ray_running
 from .fetch import is_uri
 from .schema import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, ROW_COLUMN, SCORE_COLUMNS, check_columns, is_missing, output_names
@@ -49,13 +49,14 @@ class RunInfo:
 def score_table(
     table: "pd.DataFrame | str | os.PathLike",
     *,
-    model: str | os.PathLike = DEFAULT_MODEL,
+    options: Optional[ModelOptions] = None,
+    model: Optional[str | os.PathLike] = None,
     revision: Optional[str] = None,
     device: Optional[str] = None,
     dtype: Optional[str] = None,
-    max_patches: int = DEFAULT_MAX_PATCHES,
+    max_num_patches: Optional[int] = None,
     batch_size: Optional[int] = None,
-    local_files_only: bool = False,
+    local_files_only: Optional[bool] = None,
     address: Optional[str] = None,
     num_gpus: float = 0,
     num_cpus: float = 1,
@@ -68,8 +69,9 @@ def score_table(
 
     Args:
         table: a pandas frame, or a Parquet/CSV path or URI (see :func:`~pytest_masc.ray.tables.read_table`).
-        model, revision, device, dtype, max_patches, batch_size, local_files_only: the
-            model options, as the plugin's ``--masc-*`` ones; ``batch_size`` is images per
+        options: the model options (:class:`~pytest_masc.metric.options.ModelOptions`), or
+        model, revision, device, dtype, max_num_patches, batch_size, local_files_only: the
+            same one by one (left out: the defaults), not both; ``batch_size`` is images per
             vision forward inside an actor.
         address: Ray cluster to connect to (``"auto"``, ``"ray://host:10001"``…); ``None``
             starts a local Ray instance. An already initialised Ray is used as it is.
@@ -85,7 +87,10 @@ def score_table(
         lacks the requested GPUs/CPUs. ``ModelLoadError``: the model does not load on an actor.
     """
     info = info if info is not None else RunInfo()
-    _check_options(rows_per_batch=rows_per_batch, num_gpus=num_gpus, num_cpus=num_cpus, actors=actors, device=device)
+    options = _model_options(options, model=model, revision=revision, device=device, dtype=dtype,
+                             max_num_patches=max_num_patches, batch_size=batch_size, local_files_only=local_files_only)
+    _check_options(rows_per_batch=rows_per_batch, num_gpus=num_gpus, num_cpus=num_cpus, actors=actors,
+                   device=options.device)
     table, where, base_dir = _read_input(table, base_dir)
     _check_table(table, where)
     base_dir = os.path.abspath(os.fspath(base_dir)) if base_dir is not None else os.getcwd()
@@ -103,10 +108,6 @@ def score_table(
         info.actors = actors if actors is not None else fitting_actors(
             ray, num_gpus=num_gpus, num_cpus=num_cpus, batches=len(chunks))
         check_resources(ray, actors=info.actors, num_gpus=num_gpus, num_cpus=num_cpus, address=address)
-        options = ModelOptions(
-            model=os.fspath(model), revision=revision, device=device, dtype=dtype,
-            max_patches=max_patches, batch_size=batch_size, local_files_only=local_files_only,
-        )
         with _original_map_errors(ray):
             dataset = _scoring_dataset(ray, chunks, options, base_dir, actors=info.actors, num_gpus=num_gpus,
                                        num_cpus=num_cpus, rows_per_batch=rows_per_batch)
@@ -114,6 +115,16 @@ def score_table(
             scored = _collect(dataset)
             info.score_seconds = time.perf_counter() - clock
     return _in_input_order(table, renames, scored, info)
+
+
+def _model_options(options: Optional[ModelOptions], **given: Any) -> ModelOptions:
+    """``options``, or one built from the model keywords given one by one; a ``ValueError`` for both."""
+    given = {name: value for name, value in given.items() if value is not None}
+    if options is None:
+        return ModelOptions(**given)
+    if given:
+        raise ValueError(f"give the model options as options= or one by one, not both (also given: {', '.join(given)})")
+    return options
 
 
 def _check_options(*, rows_per_batch: int, num_gpus: float, num_cpus: float, actors: Optional[int],
