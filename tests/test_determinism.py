@@ -13,7 +13,7 @@ import torch
 
 from pytest_masc import MaSC, Sample
 
-from test_plugin import make_images, run
+from masc_suites import make_images, run
 from test_report_merge import MARKER_TESTS, SUITE
 
 
