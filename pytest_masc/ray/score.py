@@ -108,7 +108,7 @@ def score_table(
         info.actors = actors if actors is not None else fitting_actors(
             ray, num_gpus=num_gpus, num_cpus=num_cpus, batches=len(chunks))
         check_resources(ray, actors=info.actors, num_gpus=num_gpus, num_cpus=num_cpus, address=address)
-        with _original_map_errors(ray):
+        with _scoring_data_context(ray):
             dataset = _scoring_dataset(ray, chunks, options, base_dir, actors=info.actors, num_gpus=num_gpus,
                                        num_cpus=num_cpus, rows_per_batch=rows_per_batch)
             clock = time.perf_counter()
@@ -181,21 +181,26 @@ def _chunks(table: "pd.DataFrame", rows_per_batch: int) -> list["pd.DataFrame"]:
     return [work.iloc[start:start + rows_per_batch].reset_index(drop=True) for start in range(0, len(work), rows_per_batch)]
 
 
+#: Ray Data settings for a scoring run -> the value they take during it, where this Ray has them:
+#: the UDF's own exception reaches the driver (a ``ModelLoadError`` stays one, not a
+#: ``UserCodeException``), and list columns (``distractors``) stay lists of prompts (Ray 2.40
+#: otherwise tries to cast equal-length lists of strings to its tensor type and fails)
+SCORING_DATA_CONTEXT = {"raise_original_map_exception": True, "enable_tensor_extension_casting": False}
+
+
 @contextlib.contextmanager
-def _original_map_errors(ray: Any) -> Iterator[None]:
-    """Ray Data wraps a UDF's exception in a ``UserCodeException`` whose cause does not reach
-    the driver; newer Ray can raise the original (so a ``ModelLoadError`` stays one): switched
-    on for the block, for datasets made inside it, and restored after."""
+def _scoring_data_context(ray: Any) -> Iterator[None]:
+    """:data:`SCORING_DATA_CONTEXT` set on Ray Data's current context for the block (and the
+    datasets made inside it), each setting restored after."""
     context = ray.data.DataContext.get_current()
-    had_flag = hasattr(context, "raise_original_map_exception")
-    original_flag = getattr(context, "raise_original_map_exception", None)
-    if had_flag:
-        context.raise_original_map_exception = True
+    previous = {name: getattr(context, name) for name in SCORING_DATA_CONTEXT if hasattr(context, name)}
+    for name in previous:
+        setattr(context, name, SCORING_DATA_CONTEXT[name])
     try:
         yield
     finally:
-        if had_flag:
-            context.raise_original_map_exception = original_flag
+        for name, value in previous.items():
+            setattr(context, name, value)
 
 
 def _scoring_dataset(ray: Any, chunks: list["pd.DataFrame"], options: ModelOptions, base_dir: str, *,
