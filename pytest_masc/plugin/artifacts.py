@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 
 from ..gates import format_against, threshold_text
 from ..metric.inputs import load_image, load_mask
+from ..report.model import case_key
 
 if TYPE_CHECKING:
     from ..gates import Record
@@ -109,7 +110,7 @@ def write_failure_panel(
 
 
 def _panel_name(record: "Record") -> str:
-    return record.nodeid if not record.check_index else f"{record.nodeid}#{record.check_index}"
+    return case_key(record)
 
 
 def mask_label(record: "Record", role: str) -> str:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 from ..gates import nan_to_none
 from .atomic import atomic_write_json
 from .frame import as_frame, records_frame, scored_rows
-from .model import EXIT_NAMES, PYTEST_FLAGS, Flags, PathLike, Report, ReportError
+from .model import EXIT_NAMES, PYTEST_FLAGS, Flags, PathLike, Report, ReportError, check_key
 from .settings import CHECKPOINT, SETTINGS, mismatch_text, run_settings, setting_differences
 from .summary import concept_table
 
@@ -25,7 +25,7 @@ READABLE_BASELINES = (1, 2, BASELINE_VERSION)
 
 def _case_entries(scored: "pandas.DataFrame") -> dict[str, dict[str, Any]]:
     return {
-        (f"{row['nodeid']}#{row['check_index']}" if row["check_index"] else row["nodeid"]): {
+        check_key(row["nodeid"], row["check_index"]): {
             "concept": nan_to_none(row["scores.concept"]), "prompt": nan_to_none(row["scores.prompt"]),
             "concept_key": f"{row['suite']}::{row['concept']}",
         }

@@ -79,9 +79,15 @@ def record_order(record: Record) -> tuple[str, int]:
     return record.nodeid, record.check_index
 
 
+def check_key(nodeid: str, check_index: int) -> str:
+    """One check's key in a run, a baseline and an artifact name: the node id, then
+    ``#check_index`` for a test's second and later ``masc.check()`` (index 0 adds nothing)."""
+    return f"{nodeid}#{check_index}" if check_index else nodeid
+
+
 def case_key(record: Record) -> str:
-    """A case's key in a run and a baseline: its node id, ``#check_index`` after the first check."""
-    return f"{record.nodeid}#{record.check_index}" if record.check_index else record.nodeid
+    """A record's :func:`check_key`."""
+    return check_key(record.nodeid, record.check_index)
 
 
 def shard_sources(report: Report) -> str:
