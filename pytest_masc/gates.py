@@ -119,6 +119,9 @@ class Record:
     #: masks a segmenter computed for this case: role, image, text, segmenter settings,
     #: foreground_fraction, flag (a mask covering nearly everything) and the PNG file written
     computed_masks: list[dict[str, Any]] = field(default_factory=list)
+    #: the generation seed of this image when a case holds several images of one prompt
+    #: (one record per case and seed); ``None`` for a one-image case
+    seed: Optional[int] = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
