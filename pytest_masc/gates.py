@@ -203,13 +203,15 @@ def _diagnostic_notes(record: Record, diagnostics: ScoreDiagnostics) -> list[str
         lines.append(f"  note: subject {record.subject!r} does not occur in the prompt, so nothing was stripped")
     if diagnostics.prompt_truncated:
         lines.append("  note: the PF text was longer than the text tower's context and was truncated")
-    d = diagnostics
-    lines.append(
-        f"  patches: reference {d.ref_foreground_patches}/{d.ref_patches} foreground "
-        f"({'x'.join(map(str, d.ref_grid))}), output {d.out_foreground_patches}/{d.out_patches} foreground "
-        f"({'x'.join(map(str, d.out_grid))}), {d.background_patches} background pooled"
-    )
+    reference = f"{diagnostics.ref_foreground_patches}/{diagnostics.ref_patches} foreground ({_grid_text(diagnostics.ref_grid)})"
+    output = f"{diagnostics.out_foreground_patches}/{diagnostics.out_patches} foreground ({_grid_text(diagnostics.out_grid)})"
+    lines.append(f"  patches: reference {reference}, output {output}, {diagnostics.background_patches} background pooled")
     return lines
+
+
+def _grid_text(grid: Sequence[int]) -> str:
+    """``rows x columns`` of a patch grid, as ``4x6``."""
+    return "x".join(map(str, grid))
 
 
 def failure_report(record: Record) -> str:

@@ -140,8 +140,8 @@ class Score:
 
     @property
     def extras(self) -> dict[str, Any]:
-        """The diagnostics' JSON form (:meth:`ScoreDiagnostics.as_dict`, ``{}`` without them),
-        plus ``concept_per_reference`` when set: the ``extras`` of ``--masc-json`` records."""
+        """The diagnostics' JSON form (:meth:`ScoreDiagnostics.as_dict`: the ``extras`` of a
+        ``--masc-json`` record; ``{}`` without them), plus ``concept_per_reference`` when set."""
         extras = {} if self.diagnostics is None else self.diagnostics.as_dict()
         if self.concept_per_reference:
             extras["concept_per_reference"] = list(self.concept_per_reference)
