@@ -16,3 +16,20 @@ DTYPE_ALIASES = {
 #: text-prompted segmenters that compute missing masks, and their default checkpoints
 SEGMENTER_KINDS = ("sam3", "clipseg")
 DEFAULT_SEGMENTER_MODELS = {"sam3": "facebook/sam3", "clipseg": "CIDAS/clipseg-rd64-refined"}
+#: each segmenter's default threshold: SAM3's instance score, CLIPSeg's foreground probability
+DEFAULT_SEGMENTER_THRESHOLDS = {"sam3": 0.5, "clipseg": 0.5}
+
+
+def check_probability(name: str, value: float) -> float:
+    """``value`` as a float; ``ValueError`` naming ``name`` unless it is in ``[0, 1]``."""
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value:g}")
+    return value
+
+
+def segmenter_threshold(kind: str, threshold: "float | None", name: str = "threshold") -> float:
+    """The threshold a segmenter of ``kind`` uses: ``threshold``, or the kind's default for
+    ``None``. The one check of a segmenter threshold: ``ValueError`` (naming ``name``) outside
+    ``[0, 1]``. Equal results mean equal masks, so caches key on it."""
+    return check_probability(name, DEFAULT_SEGMENTER_THRESHOLDS[kind] if threshold is None else threshold)

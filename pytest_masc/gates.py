@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence
 
-from .defaults import DEFAULT_THRESHOLD
+from .types import ScoreDiagnostics
 
 if TYPE_CHECKING:
     from .types import Score
@@ -126,6 +126,12 @@ class Record:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def diagnostics(self) -> Optional[ScoreDiagnostics]:
+        """The typed diagnostics in :attr:`extras` (their JSON form), or ``None`` when it holds
+        none (a case that raised, scores made without them)."""
+        return ScoreDiagnostics.from_dict(self.extras)
+
     def score(self, key: str) -> float:
         value = self.scores.get(key)
         return math.nan if value is None else float(value)
@@ -158,14 +164,14 @@ def combine_scores(scores: Sequence["Score"]) -> tuple[dict[str, Optional[float]
 def evaluate_gates(record: Record) -> list[str]:
     """Failure lines for ``record`` (empty when every gate passes); sets ``passed`` too."""
     failures: list[str] = []
-    extras = record.extras
-    threshold = extras.get("fg_threshold", DEFAULT_THRESHOLD)
+    diagnostics = record.diagnostics
     if not _finite(record.scores.get("concept")):
         empty_refs = [i for i, c in enumerate(record.concept_per_reference) if not _finite(c)]
         which = "" if len(record.concept_per_reference) <= 1 else f" (reference {', '.join(str(i + 1) for i in empty_refs)})"
+        threshold = "" if diagnostics is None else f" {diagnostics.fg_threshold:g}"
         failures.append(
             f"reference mask is empty{which}: no patch of the reference mask reaches the "
-            f"foreground threshold {threshold} on the patch grid, so CP is NaN"
+            f"foreground threshold{threshold} on the patch grid, so CP is NaN"
         )
     for gate, minimum in record.gates.items():
         key, label = GATES[gate]
@@ -173,7 +179,7 @@ def evaluate_gates(record: Record) -> list[str]:
         if key == "concept" and not _finite(value):
             continue  # reported above
         if not _finite(value):
-            if key in ("prompt", "prompt_margin") and extras.get("background_patches") == 0:
+            if key in ("prompt", "prompt_margin") and diagnostics is not None and diagnostics.background_patches == 0:
                 reason = "the output mask covers every patch: no background is left to pool for PF"
             elif key == "prompt_margin" and not record.distractor_prompts:
                 reason = "no distractor prompts to compare with (give `distractors`, or more prompts for this concept)"
@@ -190,9 +196,27 @@ def evaluate_gates(record: Record) -> list[str]:
     return failures
 
 
+def _diagnostic_notes(record: Record, diagnostics: ScoreDiagnostics) -> list[str]:
+    """Failure-report lines from how the case was scored: prompt notes and patch counts."""
+    lines = []
+    if record.subject and not diagnostics.subject_found:
+        lines.append(f"  note: subject {record.subject!r} does not occur in the prompt, so nothing was stripped")
+    if diagnostics.prompt_truncated:
+        lines.append("  note: the PF text was longer than the text tower's context and was truncated")
+    reference = f"{diagnostics.ref_foreground_patches}/{diagnostics.ref_patches} foreground ({_grid_text(diagnostics.ref_grid)})"
+    output = f"{diagnostics.out_foreground_patches}/{diagnostics.out_patches} foreground ({_grid_text(diagnostics.out_grid)})"
+    lines.append(f"  patches: reference {reference}, output {output}, {diagnostics.background_patches} background pooled")
+    return lines
+
+
+def _grid_text(grid: Sequence[int]) -> str:
+    """``rows x columns`` of a patch grid, as ``4x6``."""
+    return "x".join(map(str, grid))
+
+
 def failure_report(record: Record) -> str:
     """A multi-line assertion-style message: case, failing scores, prompt, patch counts."""
-    extras = record.extras
+    diagnostics = record.diagnostics
     lines = [f"MaSC gate failed: {record.suite} / {record.concept} / case {record.case_id!r}"]
     lines += [f"  {failure}" for failure in record.failures]
     gated = {GATES[gate][0]: minimum for gate, minimum in record.gates.items()}  # score -> its threshold
@@ -208,22 +232,9 @@ def failure_report(record: Record) -> str:
         )
         if best is not None:
             lines.append(f"  best distractor: {best[0]!r} PF {best[1]:.4f}")
-    stripped = extras.get("prompt_text", record.prompt)
-    lines.append(f"  prompt: {record.prompt!r} -> PF text {stripped!r}")
-    if record.subject and not extras.get("subject_found", True):
-        lines.append(f"  note: subject {record.subject!r} does not occur in the prompt, so nothing was stripped")
-    if extras.get("prompt_truncated"):
-        lines.append("  note: the PF text was longer than the text tower's context and was truncated")
-    if "ref_patches" in extras:
-        lines.append(
-            "  patches: reference {rf}/{rt} foreground ({rg}), output {of}/{ot} foreground ({og}), {bg} background pooled".format(
-                rf=extras.get("ref_foreground_patches"), rt=extras.get("ref_patches"),
-                rg="x".join(map(str, extras.get("ref_grid", []))),
-                of=extras.get("out_foreground_patches"), ot=extras.get("out_patches"),
-                og="x".join(map(str, extras.get("out_grid", []))),
-                bg=extras.get("background_patches"),
-            )
-        )
+    lines.append(f"  prompt: {record.prompt!r}" + ("" if diagnostics is None else f" -> PF text {diagnostics.prompt_text!r}"))
+    if diagnostics is not None:
+        lines += _diagnostic_notes(record, diagnostics)
     lines.append(f"  image: {record.image}")
     for computed in record.computed_masks:
         lines.append(

@@ -288,7 +288,7 @@ def test_faint_16_bit_files_fall_back_to_the_reference_with_a_warning(tmp_path):
     faint = np.round(np.tile(np.linspace(0, 1, 32), (24, 1)) * 20000).astype(np.uint16)
     path = tmp_path / "faint16.png"
     Image.fromarray(faint).save(path)
-    with pytest.warns(MaskReadingWarning, match=rf"{path}.*peaks at 20000, under half of 65535"):
+    with pytest.warns(MaskReadingWarning, match=rf"{path}.*peaks at 20000, at most 0.5 x 65535"):
         weights, reading = read_mask(path)
     np.testing.assert_array_equal(weights, reference_weights(faint))
     assert reading.rule == "reference" and reading.same_as_reference
@@ -336,3 +336,30 @@ def test_readings_reach_the_score_extras(tiny_masc):
     }
     json.dumps(score.as_dict() if hasattr(score, "as_dict") else score.extras)
     assert score.extras["ref_foreground_patches"] > 0 and score.extras["out_foreground_patches"] > 0
+
+
+def test_readings_follow_the_scorers_foreground_threshold(tmp_path, tiny_model_dir):
+    """The rules that ask "is anything foreground?" ask it at the threshold the scores use:
+    20000 / 65535 (0.31) is foreground at 0.3, so a 16-bit file keeps its 16-bit scale, and
+    soft weights up to 0.4 are no warning; at the default 0.5 both fall back with a warning."""
+    from pytest_masc import MaSC, Sample
+
+    faint = np.round(np.tile(np.linspace(0, 1, 32), (24, 1)) * 20000).astype(np.uint16)
+    path = tmp_path / "faint16.png"
+    Image.fromarray(faint).save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        weights, reading = read_mask(path, threshold=0.3)
+    assert reading.rule == "16-bit" and "no foreground above" not in reading.note
+    np.testing.assert_array_equal(weights, faint.astype(np.float32) / np.float32(65535.0))
+
+    soft = np.full((32, 32), 0.4, np.float32)
+    with pytest.warns(MaskReadingWarning, match="above the foreground threshold 0.5"):
+        read_mask(soft)
+    image = np.random.default_rng(5).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    lower = MaSC.from_pretrained(tiny_model_dir, device="cpu", local_files_only=True, fg_threshold=0.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (score,) = lower.score_many([Sample(image, soft, image, np.zeros((32, 32), bool), "a dog")])
+    assert score.diagnostics.ref_foreground_patches == score.diagnostics.ref_patches
+    assert score.diagnostics.ref_mask_reading["note"] == "values up to 0.4 kept as weights"

@@ -424,6 +424,30 @@ def test_dreambench_masks_auto_are_segmented_once_and_cached_in_the_mirror_layou
     assert again["table"] == table["table"]
 
 
+def test_dreambench_masks_auto_default_and_explicit_threshold_share_one_cache(tmp_path, clipseg_dir):
+    """The cache is keyed on the threshold used, not on how it was given: no threshold (the
+    default, 0.5) and an explicit 0.5 reuse one directory; 0.4 gets its own."""
+    from pytest_masc.plugin.masks import SessionSegmenter, parse_segmenter_option, protocol_masks
+    from pytest_masc.protocols.spec import parse_protocol_option
+    from pytest_masc.testing.datasets import write_dreambench_fixture
+
+    fixture = write_dreambench_fixture(tmp_path / "data")
+    spec = parse_protocol_option(f"dreambench_plus={fixture.root},masks=auto")
+
+    def masks_with(threshold):
+        segmenter = SessionSegmenter(parse_segmenter_option(f"clipseg={clipseg_dir}"), threshold=threshold,
+                                     dtype=None, device=lambda: "cpu")
+        return protocol_masks(segmenter, spec, tmp_path / "cache")
+
+    default_spec, default_work = masks_with(None)
+    explicit_spec, explicit_work = masks_with(0.5)
+    assert default_work["written"] > 0 and default_work["segmenter"]["threshold"] == 0.5
+    assert explicit_spec.masks == default_spec.masks
+    assert explicit_work["written"] == 0 and explicit_work["reused"] == default_work["written"]
+    lower_spec, lower_work = masks_with(0.4)
+    assert lower_spec.masks != default_spec.masks and lower_work["written"] == default_work["written"]
+
+
 def test_dreambench_masks_auto_without_a_segmenter_says_what_to_pass(pytester, root, tiny_model_dir):
     from pytest_masc.testing.datasets import write_dreambench_fixture
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from . import functional
+from ..defaults import DEFAULT_THRESHOLD
 from ..errors import DeviceError, InputError, PromptTruncatedWarning
 from .inputs import describe, load_image, read_mask
 from .loading import fixed_resolution
@@ -163,8 +164,10 @@ class ImageEncoder:
     """
 
     def __init__(self, vision_model: Any, image_processor: Any, *, device: torch.device, dtype: torch.dtype,
-                 max_num_patches: int, batch_size: int, one_image_forward: bool) -> None:
+                 max_num_patches: int, batch_size: int, one_image_forward: bool,
+                 fg_threshold: float = DEFAULT_THRESHOLD) -> None:
         self.vision_model = vision_model
+        self.fg_threshold = fg_threshold  # masks are read for a foreground cut here (inputs.read_mask)
         self.image_processor = image_processor
         self.device = device
         self.dtype = dtype
@@ -208,7 +211,7 @@ class ImageEncoder:
         else:
             patches, grid = resized_patches(image, self.fixed_size, normalise=False, **self.preprocess_settings)
         size = (image.height, image.width)
-        loaded = {mask_key: _mask_or_error(mask_source, mask_what, source, size)
+        loaded = {mask_key: _mask_or_error(mask_source, mask_what, source, size, self.fg_threshold)
                   for mask_key, mask_source, mask_what in masks}
         return Pixels(patches, grid, size, loaded)
 
@@ -313,12 +316,12 @@ class ImageEncoder:
         return self.one_image_forward(patches.to(self.dtype), pixels.grid)
 
 
-def _mask_or_error(source: Any, what: str, image_source: Any, size: tuple[int, int]) -> Any:
+def _mask_or_error(source: Any, what: str, image_source: Any, size: tuple[int, int], threshold: float) -> Any:
     """``(H, W)`` mask weights with the :class:`~pytest_masc.metric.inputs.MaskReading` that
     says how they were read, or the :class:`InputError` that reading them raised (a mask not
     the size ``(H, W)`` of its image included)."""
     try:
-        weights, reading = read_mask(source, what)
+        weights, reading = read_mask(source, what, threshold=threshold)
         if weights.shape != size:
             raise InputError(
                 f"{describe(source)}: {what} is {weights.shape[1]}x{weights.shape[0]} "

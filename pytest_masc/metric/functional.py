@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
+from ..defaults import DEFAULT_THRESHOLD
+
 
 def mask_to_grid(weights: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """Resize mask weights onto the patch grid.
@@ -73,7 +75,7 @@ def best_match_cosine(ref_tokens: torch.Tensor, out_tokens: torch.Tensor, *, nor
     return (ref_tokens @ out_tokens.T).amax(dim=-1)
 
 
-def concept_score(best_match: torch.Tensor, ref_weights: torch.Tensor, threshold: float = 0.5) -> float:
+def concept_score(best_match: torch.Tensor, ref_weights: torch.Tensor, threshold: float = DEFAULT_THRESHOLD) -> float:
     """Concept preservation from per-token best-match cosines.
 
     Args:
@@ -90,12 +92,12 @@ def concept_score(best_match: torch.Tensor, ref_weights: torch.Tensor, threshold
     return float(best_match[foreground].mean())
 
 
-def foreground(ref_weights: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+def foreground(ref_weights: torch.Tensor, threshold: float = DEFAULT_THRESHOLD) -> torch.Tensor:
     """``(N,)`` bool: the reference tokens CP averages over, ``F`` (weight strictly above threshold)."""
     return ref_weights > threshold
 
 
-def background_hidden(out_weights: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+def background_hidden(out_weights: torch.Tensor, threshold: float = DEFAULT_THRESHOLD) -> torch.Tensor:
     """``(N,)`` bool: the output tokens hidden from the PF pool (weight at or above threshold)."""
     return out_weights >= threshold
 
@@ -300,7 +302,7 @@ class GroupScores:
         return GroupScores(*(values.reshape(part.shape) for values, part in zip(host, parts)))
 
 
-def masc_scores(head: torch.nn.Module, group: GroupInputs, threshold: float = 0.5) -> GroupScores:
+def masc_scores(head: torch.nn.Module, group: GroupInputs, threshold: float = DEFAULT_THRESHOLD) -> GroupScores:
     r"""MaSC of ``G`` samples at once, queued on the device without waiting for it.
 
     .. math::

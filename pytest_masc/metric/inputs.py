@@ -7,7 +7,8 @@ composites over white instead), and files over :data:`MAX_IMAGE_PIXELS` are refu
 their header. Masks become ``float32`` arrays of shape ``(H, W)``
 of foreground weights, read by the reference implementation's rule unless a departure
 below applies; the weights are resized bilinearly onto the patch grid, clamped to
-``[0, 1]`` and thresholded at 0.5 (see :mod:`pytest_masc.functional`). :func:`read_mask`
+``[0, 1]`` and thresholded at the scorer's ``fg_threshold`` (default
+:data:`~pytest_masc.defaults.DEFAULT_THRESHOLD`, see :mod:`pytest_masc.functional`). :func:`read_mask`
 also returns a :class:`MaskReading` saying which rule applied (README: "How masks are read"):
 
 * ``"reference"``: the values as float32, divided by 255 when the largest exceeds
@@ -19,7 +20,7 @@ also returns a :class:`MaskReading` saying which rule applied (README: "How mask
   Whole numbers that change in steps of 1 (a faint soft mask) keep the reference rule;
 * ``"palette"``: ``P`` images: palette index 0 is background, every other index foreground;
 * ``"16-bit"``: ``I;16`` images (16-bit PNG files) with values above 255 are divided by
-  65535, unless that leaves no weight above 0.5 (then the reference rule).
+  65535, unless that leaves no weight above the threshold (then the reference rule).
 
 Every departure makes the weights at least the reference's wherever the reference sees
 foreground (except 16-bit images), so no foreground the reference sees is lost.
@@ -285,21 +286,23 @@ def _fmt(value: Any) -> str:
     return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:.4g}"
 
 
-def _reference_effect(top: float) -> str:
+def _reference_effect(top: float, threshold: float) -> str:
     """What the reference's weight ``top`` for the whole foreground does on the patch grid."""
-    if top <= DEFAULT_THRESHOLD:
-        return f"the reference reads it at weight {_fmt(top)}: no foreground above {DEFAULT_THRESHOLD}"
+    if top <= threshold:
+        return f"the reference reads it at weight {_fmt(top)}: no foreground above {_fmt(threshold)}"
     change = "narrows" if top < 1.0 else "widens"
     return f"the reference reads it at weight {_fmt(top)}, which {change} its foreground on the patch grid"
 
 
 def read_mask_array(
-    array: Any, name: str = "mask", *, channel: str = "", sixteen_bit: bool = False
+    array: Any, name: str = "mask", *, channel: str = "", sixteen_bit: bool = False,
+    threshold: float = DEFAULT_THRESHOLD,
 ) -> tuple[np.ndarray, MaskReading]:
     """Foreground weights ``float32 (H, W)`` and how they were read (module docstring).
 
     ``channel``: the image channel the values come from (see :class:`MaskReading`);
-    ``sixteen_bit``: they come from a 16-bit image (scale 0..65535). Warns
+    ``sixteen_bit``: they come from a 16-bit image (scale 0..65535); ``threshold``: the
+    foreground threshold the weights will be cut at (the scorer's ``fg_threshold``). Warns
     (:class:`MaskReadingWarning`, naming ``name``) where the input is ambiguous.
     """
     array = _validated(array, name)
@@ -322,14 +325,14 @@ def read_mask_array(
         if top < 1.0 or sixteen_bit:
             return (array > 0).astype(np.float32), MaskReading(
                 "two-valued", False, channel,
-                f"two values {{0, {_fmt(peak)}}}: foreground wherever non-zero ({_reference_effect(top)})")
+                f"two values {{0, {_fmt(peak)}}}: foreground wherever non-zero ({_reference_effect(top, threshold)})")
     if sixteen_bit and peak > 255:
         weights = array.astype(np.float32) / np.float32(65535.0)
-        if weights.max() > DEFAULT_THRESHOLD:
+        if weights.max() > threshold:
             return weights, MaskReading(
-                "16-bit", False, channel, f"16-bit image: values divided by 65535 ({_reference_effect(top)})")
+                "16-bit", False, channel, f"16-bit image: values divided by 65535 ({_reference_effect(top, threshold)})")
         warnings.warn(MaskReadingWarning(
-            f"{name}: 16-bit mask peaks at {int(peak)}, under half of 65535, so on the 16-bit scale it "
+            f"{name}: 16-bit mask peaks at {int(peak)}, at most {_fmt(threshold)} x 65535, so on the 16-bit scale it "
             f"has no foreground; read as the reference does instead (divided by 255: weights up to "
             f"{_fmt(top)}, clamped after resizing)"), stacklevel=3)
         return reference, MaskReading("reference", same, channel, f"16-bit image peaking at {int(peak)}: divided by 255")
@@ -357,10 +360,10 @@ def read_mask_array(
             "Pass weights in 0..1 or 0..255 (or a 16-bit PNG file) to avoid this."), stacklevel=3)
         return reference, MaskReading("reference", same, channel, f"values up to {_fmt(peak)} divided by 255: weights up to {_fmt(top)}")
     divided = "divided by 255" if peak > 1.0 + 1e-6 else "kept as weights"
-    if top <= DEFAULT_THRESHOLD:
+    if top <= threshold:
         warnings.warn(MaskReadingWarning(
             f"{name}: mask is non-zero but its largest weight is {_fmt(top)} (values {divided}), so no "
-            f"pixel is above the foreground threshold {DEFAULT_THRESHOLD}: it reads as empty, as in the reference"),
+            f"pixel is above the foreground threshold {_fmt(threshold)}: it reads as empty, as in the reference"),
             stacklevel=3)
         return reference, MaskReading("reference", same, channel, f"values {divided}: largest weight {_fmt(top)}, no foreground")
     return reference, MaskReading("reference", same, channel, f"values up to {_fmt(peak)} {divided}")
@@ -371,20 +374,20 @@ def mask_weights(array: np.ndarray, name: str = "mask") -> np.ndarray:
     return read_mask_array(array, name)[0]
 
 
-def read_mask(source: MaskInput, what: str = "mask") -> tuple[np.ndarray, MaskReading]:
+def read_mask(source: MaskInput, what: str = "mask", *, threshold: float = DEFAULT_THRESHOLD) -> tuple[np.ndarray, MaskReading]:
     """Foreground weights ``float32 (H, W)`` from a path, a PIL image or an ``HxW`` array,
-    and how they were read (:class:`MaskReading`)."""
+    and how they were read (:class:`MaskReading`) for a foreground cut at ``threshold``."""
     name = f"{describe(source)} ({what})"
     if isinstance(source, (str, os.PathLike)):
         image = _open_file(Path(source), what)
     elif isinstance(source, Image.Image):
         image = source
     elif isinstance(source, np.ndarray):
-        return read_mask_array(source, name)
+        return read_mask_array(source, name, threshold=threshold)
     else:
         raise InputError(f"{describe(source)}: {what} must be a path, a PIL image or an HxW array")
     array, channel = _mask_array_from_pil(image, name)
-    return read_mask_array(array, name, channel=channel, sixteen_bit=image.mode.startswith("I;16"))
+    return read_mask_array(array, name, channel=channel, sixteen_bit=image.mode.startswith("I;16"), threshold=threshold)
 
 
 def load_mask(source: MaskInput, what: str = "mask") -> np.ndarray:

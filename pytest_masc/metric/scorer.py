@@ -77,6 +77,7 @@ class MaSC:
         self.image_encoder = ImageEncoder(
             model.vision_model, image_processor, device=device, dtype=dtype,
             max_num_patches=self.max_num_patches, batch_size=batch_size, one_image_forward=bool(one_image_forward),
+            fg_threshold=self.fg_threshold,
         )
         self.text_encoder = TextEncoder(
             model, tokenizer, device=device,

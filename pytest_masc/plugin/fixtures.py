@@ -135,7 +135,7 @@ class MascCheck:
             scores[0],
             concept=record.score("concept"),
             global_concept=record.score("global_concept"),
-            extras={**scores[0].extras, "concept_per_reference": record.concept_per_reference},
+            concept_per_reference=tuple(record.concept_per_reference),
         )
 
     def _arguments(self, options: dict[str, Any], image: Any, mask: Any) -> ScoredInputs:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-from ..defaults import DEFAULT_SEGMENTER_MODELS, SEGMENTER_KINDS
+from ..defaults import DEFAULT_SEGMENTER_MODELS, SEGMENTER_KINDS, segmenter_threshold
 from ..errors import EmptyMaskError, InputError, MaSCError, MaskCoverageWarning, SegmenterLoadError
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ class SessionSegmenter:
     def __init__(self, choice: SegmenterChoice, *, threshold: Optional[float], dtype: Optional[str],
                  device: Callable[[], Optional[str]]) -> None:
         self.choice = choice
-        self.threshold = threshold
+        self.threshold = segmenter_threshold(choice.kind, threshold)  # the default as a number: one mask cache for both
         self.dtype = dtype
         self._device = device
         self._segmenter: Optional["Segmenter"] = None

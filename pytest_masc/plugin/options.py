@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import pytest
 
-from ..defaults import DEFAULT_MAX_PATCHES, DEFAULT_MODEL, DTYPE_ALIASES
+from ..defaults import DEFAULT_MAX_PATCHES, DEFAULT_MODEL, DTYPE_ALIASES, check_probability
 from ..metric.hub import hub_offline
 from ..metric.options import ModelOptions
 from ..protocols.spec import AUTO_MASKS, ProtocolError, ProtocolSpec, parse_protocol_option
@@ -269,8 +269,11 @@ def _check_values(values: dict[str, Any]) -> None:
     if values["device"] is not None and not re.fullmatch(r"cpu|mps|cuda(:\d+)?", str(values["device"])):
         raise pytest.UsageError(f"--masc-device {values['device']!r}: expected cpu, cuda, cuda:N or mps")
     threshold = values["segmenter_threshold"]
-    if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise pytest.UsageError(f"--masc-segmenter-threshold must be in [0, 1], got {threshold:g}")
+    if threshold is not None:
+        try:
+            check_probability("--masc-segmenter-threshold", threshold)
+        except ValueError as error:
+            raise pytest.UsageError(str(error)) from None
     if threshold is not None and not values["segmenter"]:
         raise pytest.UsageError("--masc-segmenter-threshold needs --masc-segmenter=sam3|clipseg (ini masc_segmenter)")
 

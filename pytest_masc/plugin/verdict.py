@@ -47,8 +47,8 @@ def judge(session: MascSession, record: Record, scores: Sequence["Score"], input
     record.scores, record.concept_per_reference = combine_scores(scores)
     first = scores[0]
     record.distractor_prompts = {k: nan_to_none(v) for k, v in first.distractor_prompts.items()}
-    record.extras = {**first.extras, "fg_threshold": session.model().fg_threshold}
-    if record.extras.get("prompt_truncated"):
+    record.extras = first.extras
+    if first.diagnostics is not None and first.diagnostics.prompt_truncated:
         warnings.warn(
             PromptTruncatedWarning(
                 f"{record.suite} / case {record.case_id!r}: prompt {record.prompt!r} is longer than the text "

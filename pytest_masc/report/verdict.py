@@ -80,7 +80,7 @@ def _subject_notes(records: Sequence[Record]) -> list[str]:
     their PF also scores the subject's words (passing cases say it only here)."""
     return [
         f"{r.suite} / {r.case_id}: subject {r.subject!r}, prompt {r.prompt!r}"
-        for r in records if r.error is None and r.subject and r.extras.get("subject_found") is False
+        for r in records if r.error is None and r.subject and r.diagnostics is not None and not r.diagnostics.subject_found
     ]
 
 

@@ -41,7 +41,7 @@ cached, batching :class:`Segmenter`), :mod:`.sam3` and :mod:`.clipseg` (the back
 """
 from __future__ import annotations
 
-from pytest_masc.defaults import DEFAULT_SEGMENTER_MODELS, SEGMENTER_KINDS
+from pytest_masc.defaults import DEFAULT_SEGMENTER_MODELS, DEFAULT_SEGMENTER_THRESHOLDS, SEGMENTER_KINDS
 
 from ..inputs import ImageInput, read_image
 from .checkpoints import expected_checkpoint
@@ -57,7 +57,6 @@ from .sam3 import (
     sam3_union_mask,
 )
 from .segmenter import (
-    DEFAULT_SEGMENTER_THRESHOLDS,
     Segmenter,
     SegmentStats,
     TextTruncatedWarning,

@@ -9,7 +9,8 @@ import numpy as np
 
 from pytest_masc.errors import SegmenterLoadError
 
-from .segmenter import Segmenter, check_probability
+from ...defaults import check_probability
+from .segmenter import Segmenter
 
 if TYPE_CHECKING:  # torch and transformers are imported when a segmenter is loaded
     import torch

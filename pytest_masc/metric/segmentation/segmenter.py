@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 import numpy as np
 
+from pytest_masc.defaults import segmenter_threshold
 from pytest_masc.errors import InputError
 
 from ..inputs import ImageInput, read_image, source_key
@@ -18,10 +19,6 @@ from .checkpoints import MODEL_NAMES
 
 if TYPE_CHECKING:  # torch is imported when a segmenter is loaded
     import torch
-
-#: SAM3: the instance score to keep an instance; CLIPSeg: the foreground probability.
-DEFAULT_SEGMENTER_THRESHOLDS = {"sam3": 0.5, "clipseg": 0.5}
-
 
 class TextTruncatedWarning(UserWarning):
     """A segmentation prompt is longer than the text encoder's context and was cut to fit."""
@@ -64,13 +61,6 @@ def check_text(text: Any) -> str:
 
 
 
-def check_probability(name: str, value: float) -> float:
-    value = float(value)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {value}")
-    return value
-
-
 class Segmenter:
     """A loaded text-prompted segmenter. Build one with :func:`load_segmenter`
     (or :meth:`Segmenter.from_pretrained`, the same function).
@@ -100,8 +90,7 @@ class Segmenter:
         self.dtype = dtype
         self.model = model_id
         self.revision = revision
-        threshold = DEFAULT_SEGMENTER_THRESHOLDS[self.kind] if threshold is None else threshold
-        self._threshold = check_probability("threshold", threshold)
+        self._threshold = segmenter_threshold(self.kind, threshold)
         self.batch_size = int(batch_size) if batch_size else (8 if device.type == "cuda" else 2)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
