@@ -193,7 +193,7 @@ def test_csv_suite_matches_toml_suite(pytester, suite_dir, tiny_model_dir):
     assert set(by_suite) == {"dog-release", "dog-release-csv"}
     for case_id, record in by_suite["dog-release"].items():
         twin = by_suite["dog-release-csv"][case_id]
-        assert twin["scores"] == pytest.approx(record["scores"], abs=1e-6)
+        assert twin["scores"] == record["scores"]  # the same images scored in one run: the same floats
         assert twin["gates"] == record["gates"]
 
 
@@ -512,11 +512,9 @@ def test_xdist_two_workers_give_the_same_records(pytester, suite_dir, tiny_model
     assert len(two["records"]) == 4
     assert [r["nodeid"] for r in one["records"]] == [r["nodeid"] for r in two["records"]]
     for a, b in zip(one["records"], two["records"]):
-        assert a["scores"] == pytest.approx(b["scores"], abs=1e-5)
-        assert {k: v for k, v in a.items() if k != "scores"} == {k: v for k, v in b.items() if k != "scores"}
+        assert a == b  # a score does not depend on the worker or batch: the same floats
     assert len(one["summary"]["concepts"]) == len(two["summary"]["concepts"]) == 2
-    for a, b in zip(one["summary"]["concepts"], two["summary"]["concepts"]):
-        assert a == pytest.approx(b, abs=1e-5)
+    assert one["summary"]["concepts"] == two["summary"]["concepts"]
 
 
 def test_check_with_missing_image_names_the_file_without_scorer_frames(pytester, suite_dir, tiny_model_dir):
