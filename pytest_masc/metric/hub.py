@@ -2,8 +2,8 @@
 what a checkpoint directory must hold, load errors that say what to do, and quiet loading.
 
 Every loader of the package (the scorer's SigLIP backbone, the segmenters, the baseline
-metrics) goes through these functions, so that one rule decides what is a local path, one
-parser reads ``HF_HUB_OFFLINE``, and one builder words the errors. This module imports
+metrics) goes through :func:`load_checkpoint`, so that one rule decides what is a local path,
+one parser reads ``HF_HUB_OFFLINE``, and one builder words the errors. This module imports
 neither torch nor transformers at import time (the pytest plugin imports it).
 """
 from __future__ import annotations
