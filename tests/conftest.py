@@ -1,5 +1,5 @@
-"""Shared fixtures (one tiny random-weight SigLIP2 NaFlex checkpoint per test session), and a
-guard that keeps Ray out of the pytest process."""
+"""Shared fixtures (one tiny random-weight checkpoint of each kind per test session: SigLIP2
+NaFlex, SAM3, CLIPSeg, CLIP, DINO), and a guard that keeps Ray out of the pytest process."""
 from __future__ import annotations
 
 import importlib.abc
@@ -74,6 +74,38 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from pytest_masc.testing import tiny_checkpoint
 
     return tiny_checkpoint(tmp_path_factory.mktemp("models") / "tiny-siglip2-naflex", seed=0)
+
+
+@pytest.fixture(scope="session")
+def sam3_dir(tmp_path_factory) -> Path:
+    """A tiny SAM3 checkpoint directory (seed 0), shared by the session: copy it before changing it."""
+    from pytest_masc.testing import tiny_sam3_checkpoint
+
+    return tiny_sam3_checkpoint(tmp_path_factory.mktemp("segmenters") / "tiny-sam3", seed=0)
+
+
+@pytest.fixture(scope="session")
+def clipseg_dir(tmp_path_factory) -> Path:
+    """A tiny CLIPSeg checkpoint directory (seed 0), shared by the session: copy it before changing it."""
+    from pytest_masc.testing import tiny_clipseg_checkpoint
+
+    return tiny_clipseg_checkpoint(tmp_path_factory.mktemp("segmenters") / "tiny-clipseg", seed=0)
+
+
+@pytest.fixture(scope="session")
+def clip_dir(tmp_path_factory) -> Path:
+    """A tiny CLIP checkpoint directory (the CLIP-I / CLIP-T baselines), shared by the session."""
+    from pytest_masc.testing import tiny_clip_checkpoint
+
+    return tiny_clip_checkpoint(tmp_path_factory.mktemp("models") / "tiny-clip")
+
+
+@pytest.fixture(scope="session")
+def dino_dir(tmp_path_factory) -> Path:
+    """A tiny DINO ViT checkpoint directory (the DINO-I baseline), shared by the session."""
+    from pytest_masc.testing import tiny_dino_checkpoint
+
+    return tiny_dino_checkpoint(tmp_path_factory.mktemp("models") / "tiny-dino")
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ import pytest
 from PIL import Image
 
 from pytest_masc import ModelLoadError
-from pytest_masc.testing import tiny_clip_checkpoint, tiny_dino_checkpoint
 from pytest_masc.metric.baselines import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -19,16 +18,6 @@ from pytest_masc.metric.baselines import (
     dino_image_similarity,
     dino_preprocess,
 )
-
-
-@pytest.fixture(scope="module")
-def clip_dir(tmp_path_factory):
-    return tiny_clip_checkpoint(tmp_path_factory.mktemp("models") / "tiny-clip")
-
-
-@pytest.fixture(scope="module")
-def dino_dir(tmp_path_factory):
-    return tiny_dino_checkpoint(tmp_path_factory.mktemp("models") / "tiny-dino")
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,8 @@ import textwrap
 
 import pytest
 from masc_suites import SUITE, run
-from test_suite_files import CSV_TOML, GOOD_CSV, write_suite
 
 from pytest_masc.errors import ModelLoadError
-from pytest_masc.suite import load_suite
 
 # --------------------------------------------------------------------------- gates that check nothing
 
@@ -144,13 +142,6 @@ def test_offline_load_error_says_offline_not_connection(tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------- paths and options
-
-
-def test_semicolon_separated_cases_csv_is_read(tmp_path):
-    semicolons = GOOD_CSV.replace(",", ";").replace('"a dog on the beach; at dawn"', '"a dog on the beach, at dawn"')
-    suite = load_suite(write_suite(tmp_path, CSV_TOML, csv=semicolons))
-    assert [case.prompt for case in suite.cases] == ["a dog on the beach, at dawn", "a dog in the snow", "a cat on a sofa"]
-    assert suite.cases[2].distractors == ("a cat in a box", "a cat on a roof")
 
 
 def test_marker_reference_outside_the_test_directory_is_refused_like_a_suite_path(pytester, suite_dir, tiny_model_dir):

@@ -1,7 +1,7 @@
 """The package's layering stays true: no import cycles between pytest_masc modules (imports
 inside functions included, ``if TYPE_CHECKING:`` blocks excluded), pytest imported only by
-the pytest layer (``pytest_masc/plugin/``), no oversized classes or functions, and the old
-public import paths still working."""
+the pytest layer (``pytest_masc/plugin/``), no oversized modules, classes or functions, every
+module opening with a sentence that states its job, and the public import paths working."""
 from __future__ import annotations
 
 import ast
@@ -15,8 +15,9 @@ import pytest
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / "pytest_masc"
 PYTEST_LAYER = "pytest_masc.plugin"
-MAX_CLASS_LINES = 300
-MAX_FUNCTION_LINES = 120
+MAX_MODULE_LINES = 450
+MAX_CLASS_LINES = 250
+MAX_FUNCTION_LINES = 80
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -161,16 +162,59 @@ def test_the_metric_layer_does_not_import_the_plugin_or_the_suites():
     assert not offenders, "\n".join(offenders)
 
 
-def test_no_oversized_classes_or_functions():
+def oversized_definitions(root: Path) -> list[str]:
+    """``path:line name: N lines > limit`` for each class or function of the package at
+    ``root`` longer than :data:`MAX_CLASS_LINES` / :data:`MAX_FUNCTION_LINES`."""
     oversized = []
-    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+    for path in sorted(root.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
                 lines = node.end_lineno - node.lineno + 1
                 limit = MAX_CLASS_LINES if isinstance(node, ast.ClassDef) else MAX_FUNCTION_LINES
                 if lines > limit:
-                    oversized.append(f"{path.relative_to(PACKAGE_DIR.parent)}:{node.lineno} {node.name}: {lines} lines > {limit}")
+                    oversized.append(f"{path.relative_to(root.parent)}:{node.lineno} {node.name}: {lines} lines > {limit}")
+    return oversized
+
+
+def oversized_modules(root: Path) -> list[str]:
+    """``path: N lines > MAX_MODULE_LINES`` for each module of the package at ``root`` over the cap."""
+    counts = {path: len(path.read_text(encoding="utf-8").splitlines()) for path in sorted(root.rglob("*.py"))}
+    return [f"{path.relative_to(root.parent)}: {lines} lines > {MAX_MODULE_LINES}"
+            for path, lines in counts.items() if lines > MAX_MODULE_LINES]
+
+
+def modules_without_a_job_sentence(root: Path) -> list[str]:
+    """Modules of the package at ``root`` whose docstring does not open with a sentence: none,
+    an empty first line, fewer than three words on it, or a first paragraph with no full stop."""
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        docstring = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")), clean=False)
+        name = str(path.relative_to(root.parent))
+        if docstring is None:
+            offenders.append(f"{name}: no module docstring")
+            continue
+        first_line = docstring.split("\n")[0].strip()
+        first_paragraph = " ".join(docstring.strip().split("\n\n")[0].split())
+        if len(first_line.split()) < 3:
+            offenders.append(f"{name}: the docstring's first line {first_line!r} states no job")
+        elif not re.search(r"\.(\s|$)", first_paragraph):
+            offenders.append(f"{name}: the docstring's first paragraph is not a sentence (no full stop)")
+    return offenders
+
+
+def test_no_oversized_classes_or_functions():
+    oversized = oversized_definitions(PACKAGE_DIR)
     assert not oversized, "\n".join(oversized)
+
+
+def test_no_module_over_the_line_cap():
+    oversized = oversized_modules(PACKAGE_DIR)
+    assert not oversized, "\n".join(oversized)
+
+
+def test_every_module_opens_with_a_sentence_stating_its_job():
+    offenders = modules_without_a_job_sentence(PACKAGE_DIR)
+    assert not offenders, "\n".join(offenders)
 
 
 def test_public_import_paths_work_without_torch():
@@ -279,3 +323,32 @@ def test_checker_sees_pytest_anywhere(tmp_path):
 def test_checker_resolves_every_import_form(tmp_path, source):
     root = _package(tmp_path, {"a": source, "b": "from .a import x\n"})
     assert find_cycle(import_graph(root)[0]) == ["pkg.a", "pkg.b", "pkg.a"]
+
+
+def test_size_checkers_name_the_offenders(tmp_path):
+    long_function = "def f():\n" + "    x = 1\n" * MAX_FUNCTION_LINES
+    long_class = "class C:\n" + "".join(f"    def m{i}(self):\n        return {i}\n" for i in range(MAX_CLASS_LINES // 2))
+    long_module = '"""A module that is too long."""\n' + "x = 1\n" * MAX_MODULE_LINES
+    root = _package(tmp_path, {"fn": long_function, "cls": long_class, "big": long_module, "ok": "def g():\n    return 1\n"})
+    assert oversized_definitions(root) == [
+        f"pkg/cls.py:1 C: {MAX_CLASS_LINES + 1} lines > {MAX_CLASS_LINES}",
+        f"pkg/fn.py:1 f: {MAX_FUNCTION_LINES + 1} lines > {MAX_FUNCTION_LINES}",
+    ]
+    assert oversized_modules(root) == [f"pkg/big.py: {MAX_MODULE_LINES + 1} lines > {MAX_MODULE_LINES}"]
+
+
+def test_docstring_checker_names_modules_without_a_job_sentence(tmp_path):
+    root = _package(tmp_path, {
+        "none": "x = 1\n",
+        "blank": '"""\nStarts on the second line."""\n',
+        "short": '"""Helpers."""\n',
+        "unfinished": '"""Reads the files of a benchmark\n\nMore."""\n',
+        "good": '"""Reads the files of a benchmark into samples.\n\nMore."""\n',
+    })
+    assert modules_without_a_job_sentence(root) == [
+        "pkg/__init__.py: no module docstring",
+        "pkg/blank.py: the docstring's first line '' states no job",
+        "pkg/none.py: no module docstring",
+        "pkg/short.py: the docstring's first line 'Helpers.' states no job",
+        "pkg/unfinished.py: the docstring's first paragraph is not a sentence (no full stop)",
+    ]

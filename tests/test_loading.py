@@ -22,13 +22,6 @@ from pytest_masc.metric.segmentation import load_segmenter
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def clipseg_dir(tmp_path_factory) -> Path:
-    from pytest_masc.testing import tiny_clipseg_checkpoint
-
-    return tiny_clipseg_checkpoint(tmp_path_factory.mktemp("segmenters") / "tiny-clipseg")
-
-
 def closed_port() -> int:
     """A local port nothing listens on (connections to it are refused at once)."""
     with socket.socket() as probe:

@@ -166,17 +166,14 @@ def test_human_ratings_give_alpha_and_gate_the_suite(pytester, tiny_model_dir, t
         assert agreement["prompt"]["alpha"] == pytest.approx(alpha_prompt, abs=1e-4)
 
 
-def test_clip_and_dino_baselines_join_the_protocol_table(pytester, tiny_model_dir, tmp_path):
+def test_clip_and_dino_baselines_join_the_protocol_table(pytester, tiny_model_dir, clip_dir, dino_dir):
     from pytest_masc.testing.datasets import write_dreambench_fixture
-    from pytest_masc.testing import tiny_clip_checkpoint, tiny_dino_checkpoint
 
     fixture = write_dreambench_fixture(pytester.path / "data")
-    clip = tiny_clip_checkpoint(tmp_path / "tiny-clip")
-    dino = tiny_dino_checkpoint(tmp_path / "tiny-dino")
     result = run(
         pytester, tiny_model_dir,
         f"--masc-protocol=dreambench_plus={fixture.root},masks={fixture.masks}",
-        f"--masc-baselines=clip={clip},dino={dino}",
+        f"--masc-baselines=clip={clip_dir},dino={dino_dir}",
     )
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*| CLIP-I *", "*| DINO-I *", "*| CLIP-T *"])

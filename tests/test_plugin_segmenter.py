@@ -14,20 +14,6 @@ from PIL import Image
 OUTPUTS = {"beach": (80, 80), "snow": (96, 64), "city": (48, 112)}
 
 
-@pytest.fixture(scope="session")
-def clipseg_dir(tmp_path_factory) -> Path:
-    from pytest_masc.testing import tiny_clipseg_checkpoint
-
-    return tiny_clipseg_checkpoint(tmp_path_factory.mktemp("segmenters") / "tiny-clipseg", seed=0)
-
-
-@pytest.fixture(scope="session")
-def sam3_dir(tmp_path_factory) -> Path:
-    from pytest_masc.testing import tiny_sam3_checkpoint
-
-    return tiny_sam3_checkpoint(tmp_path_factory.mktemp("segmenters") / "tiny-sam3", seed=0)
-
-
 def write_images(root: Path) -> None:
     """refs/dog.png + its mask, out/<name>.png + masks: random pixels, rectangular masks."""
     rng = np.random.default_rng(0)

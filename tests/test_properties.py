@@ -287,8 +287,9 @@ def group_inputs(head, samples: list[dict], slots: int, block: int) -> functiona
 @given(seeds=st.lists(st.integers(0, 2**31 - 1), min_size=1, max_size=5, unique=True),
        distractors=st.lists(st.integers(0, 3), min_size=5, max_size=5), data=st.data())
 def test_masc_scores_are_the_single_sample_formulas_and_ignore_the_group(head, seeds, distractors, data):
-    """Each row of the batched scores is the paper's formula for that sample alone (the
-    single-sample functions, to float rounding), and the same floats in any group."""
+    """Each row of the batched scores is the paper's formula for that sample alone (computed
+    apart from ``functional``: :func:`formulas_apart_from_functional`, to float rounding), and
+    the same floats in any group."""
     slots, block = 24, 32
     samples = [random_sample_tensors(head, seed, slots, n) for seed, n in zip(seeds, distractors)]
     with torch.inference_mode():
@@ -303,20 +304,56 @@ def test_masc_scores_are_the_single_sample_formulas_and_ignore_the_group(head, s
         torch.testing.assert_close(other.distractors[row, :count], group.distractors[index, :count], rtol=0, atol=0,
                                    equal_nan=True)
     for row, sample in enumerate(samples):
-        best = functional.best_match_cosine(sample["ref"], sample["out"])
-        concept = functional.concept_score(best, sample["ref_weights"])
-        assert (math.isnan(concept) and math.isnan(group.concept[row])) or abs(concept - group.concept[row]) <= 1e-5
-        with torch.inference_mode():
-            pooled = functional.attention_pool(head, sample["out"][None],
-                                               functional.background_hidden(sample["out_weights"])[None])
-        pfs = functional.cosine(pooled, sample["texts"][[0, *range(2, len(sample["texts"]))]])
-        torch.testing.assert_close(group.prompt[row], pfs[0].double(), atol=1e-5, rtol=0, equal_nan=True)
+        expected = formulas_apart_from_functional(head, sample)
         count = len(sample["texts"]) - 2
-        torch.testing.assert_close(group.distractors[row, :count], pfs[1:].double(), atol=1e-5, rtol=0, equal_nan=True)
+        for name in ("concept", "prompt", "prompt_margin", "global_concept", "global_prompt"):
+            got, want = float(getattr(group, name)[row]), expected[name]
+            assert (math.isnan(got) and math.isnan(want)) or abs(got - want) <= 1e-5, (name, got, want)
+        np.testing.assert_allclose(group.distractors[row, :count].numpy(), expected["distractors"], atol=1e-5, rtol=0)
         assert bool(torch.isnan(group.distractors[row, count:]).all())
-        expected_margin = float(pfs[0] - pfs[1:].max()) if count else math.nan
-        assert (math.isnan(expected_margin) and math.isnan(group.prompt_margin[row])) or \
-            abs(expected_margin - float(group.prompt_margin[row])) <= 1e-5
+
+
+def formulas_apart_from_functional(head, sample: dict, threshold: float = 0.5) -> dict:
+    """The paper's scores of one sample computed without ``functional``: CP by float64 loops over
+    the patches, the pools by transformers' own pooling head (``head.forward``, torch's
+    ``MultiheadAttention``) run on the background tokens alone, cosines in float64."""
+    ref, out = sample["ref"].double().numpy(), sample["out"].double().numpy()
+    texts = sample["texts"].double().numpy()
+
+    def cos(a: np.ndarray, b: np.ndarray) -> float:
+        return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+    def pool(tokens: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            return head(tokens[None].float())[0].double().numpy()
+
+    best = [max(cos(r, o) for o in out) for r in ref]
+    chosen = [b for b, weight in zip(best, sample["ref_weights"].tolist()) if weight > threshold]
+    background = sample["out"][sample["out_weights"] < threshold]
+    pooled = pool(background) if len(background) else None
+    prompt = cos(pooled, texts[0]) if pooled is not None else math.nan
+    distractors = [cos(pooled, t) if pooled is not None else math.nan for t in texts[2:]]
+    whole_ref, whole_out = pool(sample["ref"]), pool(sample["out"])
+    return {
+        "concept": sum(chosen) / len(chosen) if chosen else math.nan,
+        "prompt": prompt,
+        "distractors": np.asarray(distractors),
+        "prompt_margin": prompt - max(distractors) if distractors else math.nan,
+        "global_concept": cos(whole_ref, whole_out),
+        "global_prompt": cos(whole_out, texts[1]),
+    }
+
+
+def test_best_match_and_concept_worked_by_hand():
+    """CP on two 2-d tokens worked out on paper: reference tokens (1, 0) and (0, 1) against
+    output tokens (2, 0) and (1, 1): best matches 1 and cos 45 deg = 0.70711."""
+    ref = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    out = torch.tensor([[2.0, 0.0], [1.0, 1.0]])
+    best = functional.best_match_cosine(ref, out)
+    torch.testing.assert_close(best, torch.tensor([1.0, 0.70710678]), atol=1e-6, rtol=0)
+    assert functional.concept_score(best, torch.tensor([1.0, 1.0])) == pytest.approx(0.85355339, abs=1e-6)
+    assert functional.concept_score(best, torch.tensor([0.9, 0.5])) == pytest.approx(1.0, abs=1e-6)  # 0.5 is not > 0.5
+    assert math.isnan(functional.concept_score(best, torch.tensor([0.5, 0.1])))
 
 
 # ----------------------------------------------------------------------------- text

@@ -14,7 +14,7 @@ from pytest_masc import report
 from pytest_masc.gates import Record, evaluate_gates
 from masc_suites import make_images
 from masc_suites import run as run_masc
-from test_plugin_segmenter import clipseg_dir, write_images  # noqa: F401  (clipseg_dir: a fixture)
+from test_plugin_segmenter import write_images
 from test_report_merge import masc_section, merge_cli
 
 

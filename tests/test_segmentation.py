@@ -33,7 +33,6 @@ from pytest_masc.testing.segmenters import (
     SAM3_TEXT_LENGTH,
     TINY_SAM3_IMAGE_SIZE,
     tiny_clipseg_checkpoint,
-    tiny_sam3_checkpoint,
 )
 
 TEXTS = ["dog", "a red car", "the sks backpack"]
@@ -47,16 +46,6 @@ def picture(seed: int, height: int, width: int, block: int = 8) -> np.ndarray:
 
 
 IMAGES = [picture(1, 48, 64), picture(2, 100, 37), picture(3, 112, 112), picture(4, 150, 210, block=3)]
-
-
-@pytest.fixture(scope="module")
-def sam3_dir(tmp_path_factory) -> Path:
-    return tiny_sam3_checkpoint(tmp_path_factory.mktemp("segmenters") / "tiny-sam3", seed=0)
-
-
-@pytest.fixture(scope="module")
-def clipseg_dir(tmp_path_factory) -> Path:
-    return tiny_clipseg_checkpoint(tmp_path_factory.mktemp("segmenters") / "tiny-clipseg", seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -198,6 +198,13 @@ def test_csv_suite_parses_rows(tmp_path):
     assert_mentions(sofa.location, "cases.csv, line 5")
 
 
+def test_semicolon_separated_cases_csv_is_read(tmp_path):
+    semicolons = GOOD_CSV.replace(",", ";").replace('"a dog on the beach; at dawn"', '"a dog on the beach, at dawn"')
+    suite = load_suite(write_suite(tmp_path, CSV_TOML, csv=semicolons))
+    assert [case.prompt for case in suite.cases] == ["a dog on the beach, at dawn", "a dog in the snow", "a cat on a sofa"]
+    assert suite.cases[2].distractors == ("a cat in a box", "a cat on a roof")
+
+
 def test_explicit_empty_distractors_means_none(tmp_path):
     """``distractors = []`` turns the default (other prompts of the concept) off."""
     text = GOOD_TOML.replace('prompt = "a dog in the snow"\n', 'prompt = "a dog in the snow"\ndistractors = []\n')

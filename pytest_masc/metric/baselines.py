@@ -20,12 +20,11 @@ distinct image is encoded once per call. torch and transformers are imported on 
 from __future__ import annotations
 
 import os
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from ..errors import ModelLoadError
-from .hub import CheckpointSource, ExpectedCheckpoint, checkpoint_source, quiet_loading
+from .hub import CheckpointSource, ExpectedCheckpoint, load_checkpoint
 from .inputs import load_image, source_key
 
 CLIP_MODEL = "openai/clip-vit-base-patch32"
@@ -36,27 +35,14 @@ DINO_RESIZE = 256
 DINO_CROP = 224
 
 
-def _expected(kind: str, model_type: str, example: str, option: str, needs_processor: bool) -> ExpectedCheckpoint:
+def _expected(kind: str, model_type: str, wanted: str, example: str, option: str, needs_processor: bool) -> ExpectedCheckpoint:
     """What a baseline's checkpoint holds, for :mod:`pytest_masc.metric.hub`'s errors."""
     files = "config.json, model.safetensors" + (", preprocessor_config.json and the tokenizer files" if needs_processor else "")
     return ExpectedCheckpoint(
         name=f"{kind} checkpoint", contents=f"a {kind} checkpoint saved with save_pretrained ({files})", example=example,
         point_at=f"--masc-baselines={option}=/path/to/checkpoint", needs_processor=needs_processor,
-        model_types=(model_type,),
+        model_types=(model_type,), wanted=wanted,
     )
-
-
-def _checked_config(source: CheckpointSource, model_type: str, expected: str) -> Any:
-    """The checkpoint's config, or a ``ModelLoadError`` when it is missing or of another type."""
-    from transformers import AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(source.path, **source.hub)
-    except Exception as error:  # hub, network and file errors come in many types
-        raise source.error(error) from error
-    if getattr(config, "model_type", None) != model_type:
-        raise ModelLoadError(f"{source.model_id!r} is a {getattr(config, 'model_type', 'unknown')!r} checkpoint, not {expected}")
-    return config
 
 
 def _unit(x):
@@ -67,8 +53,32 @@ def _pairwise_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.einsum("nd,nd->n", a, b).astype(np.float64)
 
 
+def _embed_once(items: list, keys: list, embed_batch: Callable[[list], Any], batch_size: int, dim: int) -> np.ndarray:
+    """``(len(items), D)`` float32 unit rows: ``embed_batch`` (a list of items -> torch ``(b, D)``)
+    runs once per distinct key, in batches of ``batch_size``, under ``torch.inference_mode``."""
+    import torch
+
+    unique = list(dict.fromkeys(keys))
+    first = {key: items[keys.index(key)] for key in unique}
+    rows: dict[Any, np.ndarray] = {}
+    for start in range(0, len(unique), batch_size):
+        chunk = unique[start:start + batch_size]
+        with torch.inference_mode():
+            embedded = _unit(embed_batch([first[key] for key in chunk]).float()).cpu().numpy()
+        rows.update(zip(chunk, embedded))
+    return np.stack([rows[key] for key in keys]) if keys else np.zeros((0, dim), np.float32)
+
+
 class _Encoder:
-    """Shared batching and per-call de-duplication of images."""
+    """A baseline's image encoder: one loader, batching and per-call de-duplication of images.
+
+    A subclass names its default checkpoint (``DEFAULT_MODEL``), what that checkpoint holds
+    (``CHECKPOINT``), how its parts are read (``_read_parts``: a dict with ``"model"`` and the
+    subclass's other constructor arguments), how images become pixels and pixels embeddings.
+    """
+
+    DEFAULT_MODEL: str
+    CHECKPOINT: ExpectedCheckpoint
 
     def __init__(self, model: Any, device: Any, batch_size: int, model_id: str):
         if int(batch_size) < 1:
@@ -78,32 +88,56 @@ class _Encoder:
         self.batch_size = int(batch_size)
         self.model_id = model_id
 
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_id: Optional[str | os.PathLike] = None,
+        *,
+        device: Any = None,
+        revision: Optional[str] = None,
+        local_files_only: bool = False,
+        cache_dir: Optional[str | os.PathLike] = None,
+        batch_size: int = 32,
+    ):
+        """Load the scorer from a hub id or directory (``None``: ``DEFAULT_MODEL``), float32, eval,
+        on ``device`` (``None``: as :func:`pytest_masc.metric.loading.resolve_device`).
+
+        Raises:
+            ModelLoadError: weights missing (offline or not downloaded) or a checkpoint of another type.
+            DeviceError: the device is not available.
+        """
+        from .loading import ready_model, resolve_device  # imports torch: only when a baseline is loaded
+
+        model_id = os.fspath(model_id) if model_id is not None else cls.DEFAULT_MODEL
+        resolved = resolve_device(device)
+        _, parts = load_checkpoint(model_id, cls.CHECKPOINT, cls._read_parts, revision=revision,
+                                   local_files_only=local_files_only, cache_dir=cache_dir)
+        model = ready_model(parts.pop("model"), resolved)
+        return cls(model, **parts, device=resolved, batch_size=batch_size, model_id=model_id)
+
+    @classmethod
+    def _read_parts(cls, source: CheckpointSource, config: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
     def _pixels(self, images: list) -> np.ndarray:  # (b, 3, H, W) float32
         raise NotImplementedError
 
     def _embed_pixels(self, pixels):  # torch (b, 3, H, W) -> (b, D)
         raise NotImplementedError
 
+    def _embed_images(self, images: list):  # torch (b, D)
+        import torch
+
+        pixels = self._pixels([load_image(image, "image") for image in images])
+        return self._embed_pixels(torch.from_numpy(pixels).to(self.device))
+
     def image_embeddings(self, images: Sequence[Any]) -> np.ndarray:
         """L2-normalised embeddings ``(n, D)`` float32; each distinct image encoded once.
 
         ``images``: paths, PIL images or ``HxWx3`` uint8 arrays (read as in :mod:`pytest_masc.metric.inputs`).
         """
-        import torch
-
         images = list(images)
-        keys = [source_key(image) for image in images]
-        unique = list(dict.fromkeys(keys))
-        first = {key: images[keys.index(key)] for key in unique}
-        rows: dict[tuple, np.ndarray] = {}
-        for start in range(0, len(unique), self.batch_size):
-            chunk = unique[start:start + self.batch_size]
-            pixels = self._pixels([load_image(first[key], "image") for key in chunk])
-            with torch.inference_mode():
-                embedded = _unit(self._embed_pixels(torch.from_numpy(pixels).to(self.device)).float()).cpu().numpy()
-            rows.update(zip(chunk, embedded))
-        dim = next(iter(rows.values())).shape[0] if rows else 0
-        return np.stack([rows[key] for key in keys]) if keys else np.zeros((0, dim), np.float32)
+        return _embed_once(images, [source_key(image) for image in images], self._embed_images, self.batch_size, 0)
 
     def image_similarity(self, ref_images: Sequence[Any], out_images: Sequence[Any]) -> np.ndarray:
         """``(n,)`` cosine of each (reference, output) image pair."""
@@ -115,7 +149,11 @@ class _Encoder:
 
 
 class CLIPScorer(_Encoder):
-    """CLIP-I and CLIP-T with a ``CLIPModel``; build with :meth:`from_pretrained`."""
+    """CLIP-I and CLIP-T with a ``CLIPModel``, ``CLIPImageProcessorPil`` and ``CLIPTokenizer``;
+    build with :meth:`from_pretrained`."""
+
+    DEFAULT_MODEL = CLIP_MODEL
+    CHECKPOINT = _expected("CLIP", "clip", "CLIP", CLIP_MODEL, "clip", True)
 
     def __init__(self, model: Any, image_processor: Any, tokenizer: Any, device: Any, batch_size: int = 32,
                  model_id: str = CLIP_MODEL):
@@ -125,41 +163,15 @@ class CLIPScorer(_Encoder):
         self.max_length = int(getattr(model.config.text_config, "max_position_embeddings", 77))
 
     @classmethod
-    def from_pretrained(
-        cls,
-        model_id: str | os.PathLike = CLIP_MODEL,
-        *,
-        device: Any = None,
-        revision: Optional[str] = None,
-        local_files_only: bool = False,
-        cache_dir: Optional[str | os.PathLike] = None,
-        batch_size: int = 32,
-    ) -> "CLIPScorer":
-        """Load ``CLIPModel``, ``CLIPImageProcessorPil`` and ``CLIPTokenizer`` (float32, eval).
-
-        Raises:
-            ModelLoadError: weights missing (offline or not downloaded) or not a CLIP checkpoint.
-        """
+    def _read_parts(cls, source: CheckpointSource, config: Any) -> dict[str, Any]:
         from transformers import CLIPModel, CLIPTokenizer
-
-        from .loading import resolve_device  # imports torch: only when a baseline is loaded
         from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-        model_id = os.fspath(model_id)
-        source = checkpoint_source(model_id, _expected("CLIP", "clip", CLIP_MODEL, "clip", True), revision=revision,
-                                   local_files_only=local_files_only, cache_dir=cache_dir)
-        with quiet_loading():
-            _checked_config(source, "clip", "CLIP")
-            try:
-                model = CLIPModel.from_pretrained(source.path, **source.hub)
-                processor = CLIPImageProcessorPil.from_pretrained(source.path, **source.hub)
-                tokenizer = CLIPTokenizer.from_pretrained(source.path, **source.hub)
-            except Exception as error:
-                raise source.error(error) from error
-        resolved = resolve_device(device)
-        model = model.eval().to(resolved)
-        model.requires_grad_(False)
-        return cls(model, processor, tokenizer, resolved, batch_size, model_id)
+        return {
+            "model": CLIPModel.from_pretrained(source.path, **source.hub),
+            "image_processor": CLIPImageProcessorPil.from_pretrained(source.path, **source.hub),
+            "tokenizer": CLIPTokenizer.from_pretrained(source.path, **source.hub),
+        }
 
     def _pixels(self, images: list) -> np.ndarray:
         return np.asarray(self.image_processor(images=images, return_tensors="np")["pixel_values"], dtype=np.float32)
@@ -168,30 +180,21 @@ class CLIPScorer(_Encoder):
         pooled = self.model.vision_model(pixel_values=pixels).pooler_output
         return self.model.visual_projection(pooled)
 
+    def _embed_texts(self, texts: list):
+        tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        pooled = self.model.text_model(
+            input_ids=tokens["input_ids"].to(self.device), attention_mask=tokens["attention_mask"].to(self.device),
+        ).pooler_output
+        return self.model.text_projection(pooled)
+
     def text_embeddings(self, texts: Sequence[str]) -> np.ndarray:
         """L2-normalised text embeddings ``(n, D)`` float32; each distinct text encoded once."""
-        import torch
-
         texts = list(texts)
         for index, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"texts[{index}] is a {type(text).__name__}, not a str")
-        unique = list(dict.fromkeys(texts))
-        rows: dict[str, np.ndarray] = {}
-        for start in range(0, len(unique), self.batch_size):
-            chunk = unique[start:start + self.batch_size]
-            tokens = self.tokenizer(
-                chunk, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-            )
-            with torch.inference_mode():
-                pooled = self.model.text_model(
-                    input_ids=tokens["input_ids"].to(self.device),
-                    attention_mask=tokens["attention_mask"].to(self.device),
-                ).pooler_output
-                embedded = _unit(self.model.text_projection(pooled).float()).cpu().numpy()
-            rows.update(zip(chunk, embedded))
         dim = int(self.model.config.projection_dim)
-        return np.stack([rows[t] for t in texts]) if texts else np.zeros((0, dim), np.float32)
+        return _embed_once(texts, texts, self._embed_texts, self.batch_size, dim)
 
     def text_similarity(self, out_images: Sequence[Any], prompts: Sequence[str]) -> np.ndarray:
         """``(n,)`` CLIP-T: cosine of each output image and its prompt."""
@@ -208,7 +211,6 @@ def dino_preprocess(image: Any) -> np.ndarray:
     normalisation, as ``torchvision.transforms`` does it on a PIL image.
     """
     from PIL import Image
-
 
     image = load_image(image, "image")
     width, height = image.size
@@ -229,41 +231,16 @@ def dino_preprocess(image: Any) -> np.ndarray:
 
 
 class DINOScorer(_Encoder):
-    """DINO-I with a ``ViTModel`` (``facebook/dino-vits8``); build with :meth:`from_pretrained`."""
+    """DINO-I with a ``ViTModel`` (``facebook/dino-vits8``, no pooling layer); build with :meth:`from_pretrained`."""
+
+    DEFAULT_MODEL = DINO_MODEL
+    CHECKPOINT = _expected("DINO ViT", "vit", "a ViT (DINO) one", DINO_MODEL, "dino", False)
 
     @classmethod
-    def from_pretrained(
-        cls,
-        model_id: str | os.PathLike = DINO_MODEL,
-        *,
-        device: Any = None,
-        revision: Optional[str] = None,
-        local_files_only: bool = False,
-        cache_dir: Optional[str | os.PathLike] = None,
-        batch_size: int = 32,
-    ) -> "DINOScorer":
-        """Load the ViT backbone (no pooling layer, float32, eval).
-
-        Raises:
-            ModelLoadError: weights missing (offline or not downloaded) or not a ViT checkpoint.
-        """
+    def _read_parts(cls, source: CheckpointSource, config: Any) -> dict[str, Any]:
         from transformers import ViTModel
 
-        from .loading import resolve_device  # imports torch: only when a baseline is loaded
-
-        model_id = os.fspath(model_id)
-        source = checkpoint_source(model_id, _expected("DINO ViT", "vit", DINO_MODEL, "dino", False), revision=revision,
-                                   local_files_only=local_files_only, cache_dir=cache_dir)
-        with quiet_loading():
-            _checked_config(source, "vit", "a ViT (DINO) one")
-            try:
-                model = ViTModel.from_pretrained(source.path, add_pooling_layer=False, **source.hub)
-            except Exception as error:
-                raise source.error(error) from error
-        resolved = resolve_device(device)
-        model = model.eval().to(resolved)
-        model.requires_grad_(False)
-        return cls(model, resolved, batch_size, model_id)
+        return {"model": ViTModel.from_pretrained(source.path, add_pooling_layer=False, **source.hub)}
 
     def _pixels(self, images: list) -> np.ndarray:
         return np.stack([dino_preprocess(image) for image in images])
@@ -278,8 +255,7 @@ def _scorer(cls, scorer: Any, model_id: Optional[str], load_kwargs: dict):
         if load_kwargs or model_id is not None:
             raise TypeError("pass either a scorer or model_id / loading options, not both")
         return scorer
-    default = CLIP_MODEL if cls is CLIPScorer else DINO_MODEL
-    return cls.from_pretrained(model_id or default, **load_kwargs)
+    return cls.from_pretrained(model_id, **load_kwargs)
 
 
 def clip_image_similarity(ref_images: Sequence[Any], out_images: Sequence[Any], *, scorer: Optional[CLIPScorer] = None,

@@ -2,8 +2,8 @@
 what a checkpoint directory must hold, load errors that say what to do, and quiet loading.
 
 Every loader of the package (the scorer's SigLIP backbone, the segmenters, the baseline
-metrics) goes through these functions, so that one rule decides what is a local path, one
-parser reads ``HF_HUB_OFFLINE``, and one builder words the errors. This module imports
+metrics) goes through :func:`load_checkpoint`, so that one rule decides what is a local path,
+one parser reads ``HF_HUB_OFFLINE``, and one builder words the errors. This module imports
 neither torch nor transformers at import time (the pytest plugin imports it).
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
 
 from ..errors import ModelLoadError
 
@@ -61,7 +61,8 @@ class ExpectedCheckpoint:
     ``hub_note``: what the hub asks before a download (login, licence); ``error``: the
     :class:`ModelLoadError` subclass to raise; ``needs_processor``: whether the directory
     must hold image-processor settings; ``model_types``: the config ``model_type`` values
-    the loader accepts (a directory of another type is left to the loader to name).
+    the loader accepts (a directory of another type is left to the loader to name);
+    ``wanted``: what the loader takes, as the end of ``... is a 'bert' checkpoint, not <wanted>``.
     """
 
     name: str
@@ -72,10 +73,15 @@ class ExpectedCheckpoint:
     error: type = ModelLoadError
     needs_processor: bool = True
     model_types: tuple[str, ...] = ()
+    wanted: str = ""
 
     def fail(self, model_id: str, detail: str, at: str = "") -> ModelLoadError:
         """``cannot load the <name> '<model_id>'<at>: <detail>`` as this checkpoint's error class."""
         return self.error(f"cannot load the {self.name} {model_id!r}{at}: {detail}")
+
+    def wrong_type(self, model_id: str, model_type: Optional[str]) -> ModelLoadError:
+        """``'<model_id>' is a '<model_type>' checkpoint, not <wanted>`` as this checkpoint's error class."""
+        return self.error(f"{model_id!r} is a {model_type or 'unknown'!r} checkpoint, not {self.wanted or self.name}")
 
 
 # ---------------------------------------------------------------------- local directories
@@ -236,6 +242,50 @@ def checkpoint_source(
     return CheckpointSource(model_id, directory or model_id, hub, access, expected)
 
 
+Parts = TypeVar("Parts")
+
+
+def load_checkpoint(
+    model_id: str,
+    expected: ExpectedCheckpoint,
+    read_parts: Callable[[CheckpointSource, Any], Parts],
+    *,
+    revision: Optional[str] = None,
+    local_files_only: bool = False,
+    cache_dir: Optional[str | os.PathLike] = None,
+    default_configs: Sequence[type] = (),
+) -> tuple[Any, Parts]:
+    """The one loading path of every loader: find ``model_id``'s files (:func:`checkpoint_source`),
+    read its config, check its ``model_type`` is one of ``expected.model_types``, then call
+    ``read_parts(source, config)`` for the model and its processors, all under
+    :func:`quiet_loading` (``default_configs`` as there).
+
+    Returns:
+        ``(config, read_parts' result)``.
+
+    Raises:
+        ModelLoadError (``expected.error``): files missing or unreadable (worded by
+            :func:`load_error`), or a checkpoint of another model type.
+    """
+    from transformers import AutoConfig
+
+    source = checkpoint_source(model_id, expected, revision=revision, local_files_only=local_files_only, cache_dir=cache_dir)
+    with quiet_loading(default_configs):
+        try:
+            config = AutoConfig.from_pretrained(source.path, **source.hub)
+        except Exception as error:  # hub, network and file errors come in many types
+            raise source.error(error) from error
+        model_type = getattr(config, "model_type", None)
+        if expected.model_types and model_type not in expected.model_types:
+            raise expected.wrong_type(model_id, model_type)
+        try:
+            return config, read_parts(source, config)
+        except ModelLoadError:
+            raise
+        except Exception as error:
+            raise source.error(error) from error
+
+
 # ---------------------------------------------------------------------- errors
 
 
@@ -339,6 +389,6 @@ def quiet_loading(default_configs: Sequence[type] = ()) -> Iterator[None]:
 
 __all__ = [
     "CheckpointSource", "ExpectedCheckpoint", "HubAccess", "checkpoint_source", "TRUE_VALUES", "checkpoint_directory", "directory_problem", "first_line",
-    "hub_access", "hub_offline", "hub_unreachable", "load_error", "looks_local", "on_terminal", "quiet_loading",
+    "hub_access", "hub_offline", "hub_unreachable", "load_checkpoint", "load_error", "looks_local", "on_terminal", "quiet_loading",
     "tokenizer_problem",
 ]

@@ -17,7 +17,7 @@ import torch
 
 from ..defaults import DTYPE_ALIASES
 from ..errors import DeviceError, ModelLoadError
-from .hub import ExpectedCheckpoint, checkpoint_source, quiet_loading, tokenizer_problem
+from .hub import CheckpointSource, ExpectedCheckpoint, load_checkpoint, tokenizer_problem
 
 
 def resolve_device(device: Optional[str | torch.device]) -> torch.device:
@@ -73,6 +73,8 @@ SIGLIP_CHECKPOINT = ExpectedCheckpoint(
     point_at="MaSC.from_pretrained('/path/to/checkpoint') or --masc-model=/path/to/checkpoint",
     hub_note="the google/siglip2 checkpoints may ask you to accept their license and `hf auth login` first",
     model_types=("siglip2", "siglip"),
+    wanted="SigLIP2 or SigLIP: MaSC needs a Siglip2Model (NaFlex, such as google/siglip2-so400m-patch16-naflex) "
+           "or a SiglipModel (fixed resolution, such as google/siglip2-base-patch16-224)",
 )
 
 
@@ -82,6 +84,23 @@ def siglip_text_configs() -> tuple[type, ...]:
     from transformers import Siglip2TextConfig, SiglipTextConfig
 
     return (SiglipTextConfig, Siglip2TextConfig)
+
+
+def ready_model(model: Any, device: torch.device) -> Any:
+    """``model`` in eval mode, on ``device``, without gradients: how every loader hands a network over."""
+    model = model.eval().to(device)
+    model.requires_grad_(False)
+    return model
+
+
+def _read_siglip(source: CheckpointSource, config: Any, dtype: torch.dtype) -> tuple[Any, Any, Any]:
+    """The SigLIP model (in ``dtype``, SDPA attention), its PIL image processor and its tokenizer."""
+    from transformers import AutoTokenizer
+
+    model_class, processor_class = _classes(config.model_type)
+    model = model_class.from_pretrained(source.path, dtype=dtype, attn_implementation="sdpa", **source.hub)
+    image_processor = processor_class.from_pretrained(source.path, **source.hub)
+    return model, image_processor, AutoTokenizer.from_pretrained(source.path, **source.hub)
 
 
 def _classes(model_type: str) -> tuple[Any, Any]:
@@ -146,46 +165,19 @@ def load_backbone(
         ModelLoadError: weights missing offline, or not a SigLIP / SigLIP2 checkpoint.
         DeviceError: the device is not available.
     """
-    from transformers import AutoConfig, AutoTokenizer
-
     resolved_device = resolve_device(device)
     resolved_dtype = resolve_dtype(dtype, resolved_device)
-    source = checkpoint_source(
-        model_id, SIGLIP_CHECKPOINT, revision=revision, local_files_only=local_files_only, cache_dir=cache_dir,
+    config, (model, image_processor, tokenizer) = load_checkpoint(
+        model_id, SIGLIP_CHECKPOINT, lambda source, config: _read_siglip(source, config, resolved_dtype),
+        revision=revision, local_files_only=local_files_only, cache_dir=cache_dir, default_configs=siglip_text_configs(),
     )
-    with quiet_loading(siglip_text_configs()):
-        try:
-            config = AutoConfig.from_pretrained(source.path, **source.hub)
-        except Exception as error:  # hub, network and file errors come in many types
-            raise source.error(error) from error
-        model_type = getattr(config, "model_type", None)
-        if model_type not in ("siglip2", "siglip"):
-            raise ModelLoadError(
-                f"{model_id!r} is a {model_type or 'unknown'!r} checkpoint, not SigLIP2 or SigLIP: MaSC needs a "
-                "Siglip2Model (NaFlex, such as google/siglip2-so400m-patch16-naflex) or a SiglipModel "
-                "(fixed resolution, such as google/siglip2-base-patch16-224)"
-            )
-        model_class, processor_class = _classes(model_type)
-        try:
-            model = model_class.from_pretrained(source.path, dtype=resolved_dtype, attn_implementation="sdpa", **source.hub)
-            image_processor = processor_class.from_pretrained(source.path, **source.hub)
-            tokenizer = AutoTokenizer.from_pretrained(source.path, **source.hub)
-        except Exception as error:
-            raise source.error(error) from error
     problem = tokenizer_problem(tokenizer, int(model.config.text_config.vocab_size))
     if problem:
         raise SIGLIP_CHECKPOINT.fail(model_id, f"{problem}. It must hold {SIGLIP_CHECKPOINT.contents}.")
-    problem = fixed_resolution_problem(model.vision_model.config, image_processor) if model_type == "siglip" else None
-    if problem:
-        raise ModelLoadError(f"{model_id!r}: {problem}")
-    model = model.eval().to(resolved_device)
-    model.requires_grad_(False)
-    return Backbone(
-        model=model,
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        device=resolved_device,
-        dtype=resolved_dtype,
-        model_id=model_id,
-        revision=getattr(config, "_commit_hash", None) or revision,
-    )
+    if config.model_type == "siglip":
+        problem = fixed_resolution_problem(model.vision_model.config, image_processor)
+        if problem:
+            raise ModelLoadError(f"{model_id!r}: {problem}")
+    model = ready_model(model, resolved_device)
+    return Backbone(model=model, image_processor=image_processor, tokenizer=tokenizer, device=resolved_device,
+                    dtype=resolved_dtype, model_id=model_id, revision=getattr(config, "_commit_hash", None) or revision)

@@ -56,6 +56,7 @@ _FIXTURE_SUBJECTS = (
     ("object", "00", "t-shirt", (200, 30, 40), "triangle"),
     ("style", "00", "ukiyo-e", (30, 60, 160), "stripes"),
 )
+_FIXTURE_GROUPS = ("group_1", "group_2")
 _FIXTURE_PROMPTS = ("a {} on the beach", "a {} in the snow", "a watercolor painting of a {}")
 _FIXTURE_METHODS = {
     "blip_diffusion": PUBLISHED_METHODS["blip_diffusion"],
@@ -103,95 +104,124 @@ def write_dreambench_fixture(
     PNG masks; a CP rating follows how much of the subject's colour the output keeps, a PF
     rating a latent grade per output, each plus per-group noise (so the groups agree).
     """
-    from PIL import Image
-
     rng = np.random.default_rng(seed)
     directory = Path(directory)
-    root = directory / "dreambench_plus"
-    masks = directory / "masks"
-    groups = ("group_1", "group_2")
+    root, masks = directory / "dreambench_plus", directory / "masks"
+    references = _write_references(rng, root, masks)
+    ratings: dict[tuple[str, str, str], dict[str, int]] = {}
+    planted: dict[str, Path] = {}
+    for method, sample_dir_name in _FIXTURE_METHODS.items():
+        planted.update(_write_method(rng, root, masks, method, sample_dir_name, references, ratings))
+    missing_key = f"{collection_id('animal', '00', 'dog')}-1"
+    del ratings[("group_2", "emu2", "cp")][missing_key]
+    rating_dir = root / "data_human_rating" / "merged_data"
+    _write_ratings(rating_dir, ratings)
+    malformed = _truncate(rating_dir / "group_2" / "emu2-pf.json") if malformed_json else None
+    return DreamBenchFixture(
+        root=root,
+        masks=masks,
+        methods=tuple(_FIXTURE_METHODS),
+        groups=_FIXTURE_GROUPS,
+        n_rated=len(ratings[("group_1", "emu2", "cp")]) * len(_FIXTURE_METHODS),
+        missing_rating=("group_2", "emu2", "concept", missing_key),
+        missing_mask=planted["missing_mask"],
+        tiny_mask=planted["tiny_mask"],
+        style_collection=collection_id("style", "00", "ukiyo-e"),
+        malformed=malformed,
+    )
 
-    def save(array: np.ndarray, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix == ".jpg":
-            Image.fromarray(array).save(path, quality=95)
-        else:
-            Image.fromarray(array).save(path)
 
+def _save(array: np.ndarray, path: Path) -> None:
+    """Save an image array (JPEG at quality 95 for ``.jpg``, else PNG), creating its directory."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, **({"quality": 95} if path.suffix == ".jpg" else {}))
+
+
+def _write_references(rng: np.random.Generator, root: Path, masks: Path) -> dict[str, tuple]:
+    """Each subject's reference image, mask and captions file; returns, by collection id,
+    ``(category, subject, colour, shape, reference image, prompts)``."""
     references = {}
     for category, index, subject, colour, shape in _FIXTURE_SUBJECTS:
         image, mask = _draw(rng, (64, 64), (220, 220, 210), colour, shape, 0.6)
-        save(image, root / "data" / "images" / category / f"{index}.jpg")
-        save(mask.astype(np.uint8) * 255, masks / "data" / "images" / category / f"{index}.png")
+        _save(image, root / "data" / "images" / category / f"{index}.jpg")
+        _save(mask.astype(np.uint8) * 255, masks / "data" / "images" / category / f"{index}.png")
         captions = root / "data" / "captions" / category / f"{index}.txt"
         captions.parent.mkdir(parents=True, exist_ok=True)
         named = subject if category != "style" else f"cat in {subject} style"
         prompts = [p.format(named) for p in _FIXTURE_PROMPTS]
         captions.write_text("\n".join([subject, *prompts]) + "\n", encoding="utf-8")
         references[collection_id(category, index, subject)] = (category, subject, colour, shape, image, prompts)
+    return references
 
-    ratings: dict[tuple[str, str, str], dict[str, Any]] = {}
-    style_cid = collection_id("style", "00", "ukiyo-e")
-    missing_mask = tiny_mask = None
-    for method, sample_dir_name in _FIXTURE_METHODS.items():
-        sample_dir = root / "samples" / sample_dir_name
-        sample_dir.mkdir(parents=True, exist_ok=True)
-        (sample_dir / "negative_prompt.txt").write_text("", encoding="utf-8")
-        for cid, (category, subject, colour, shape, ref, prompts) in references.items():
-            for prompt_index, prompt in enumerate(prompts):
-                quality = rng.uniform(0.0, 1.0)  # how much of the subject's colour survives
-                following = rng.uniform(0.0, 1.0)  # the raters' latent prompt-following grade
-                background = tuple(int(v) for v in rng.integers(40, 230, size=3))
-                mixed = quality * np.asarray(colour) + (1 - quality) * rng.integers(0, 255, 3)
-                drawn_colour = tuple(int(v) for v in mixed)
-                tiny = method == "emu2" and category == "object" and prompt_index == 0
-                for seed_index in (0, 1):
-                    out, out_mask = _draw(rng, (80, 64), background, drawn_colour, shape, 0.15 if tiny else 0.55)
-                    stem = f"{prompt_index}_{seed_index}"
-                    save(ref, sample_dir / "src_image" / cid / f"{stem}.jpg")
-                    save(out, sample_dir / "tgt_image" / cid / f"{stem}.jpg")
-                    text = sample_dir / "text" / cid / f"{stem}.txt"
-                    text.parent.mkdir(parents=True, exist_ok=True)
-                    text.write_text(prompt, encoding="utf-8")
-                    if seed_index == 0:
-                        mask_path = masks / "samples" / sample_dir_name / "tgt_image" / cid / f"{stem}.png"
-                        if method == "blip_diffusion" and subject == "cat" and prompt_index == 2:
-                            missing_mask = mask_path
-                        else:
-                            save(out_mask.astype(np.uint8) * 255, mask_path)
-                        if tiny:
-                            tiny_mask = mask_path
-                key = f"{cid}-{prompt_index}"
-                for group in groups:
-                    cp = int(np.clip(round(4 * quality + rng.normal(0, 0.6)), 0, 4))
-                    pf = int(np.clip(round(4 * following + rng.normal(0, 0.6)), 0, 4))
-                    ratings.setdefault((group, method, "cp"), {})[key] = cp
-                    ratings.setdefault((group, method, "pf"), {})[key] = pf
 
-    missing_key = f"{collection_id('animal', '00', 'dog')}-1"
-    del ratings[("group_2", "emu2", "cp")][missing_key]
-    n_rated = len(ratings[("group_1", "emu2", "cp")]) * len(_FIXTURE_METHODS)
+def _write_method(rng: np.random.Generator, root: Path, masks: Path, method: str, sample_dir_name: str,
+                  references: dict[str, tuple], ratings: dict) -> dict[str, Path]:
+    """One method's samples (every subject x prompt, seeds 0 and 1) and its ratings (added to
+    ``ratings``); returns the planted ``missing_mask`` / ``tiny_mask`` paths among them."""
+    sample_dir = root / "samples" / sample_dir_name
+    sample_dir.mkdir(parents=True, exist_ok=True)
+    (sample_dir / "negative_prompt.txt").write_text("", encoding="utf-8")
+    planted = {}
+    for cid, (category, subject, colour, shape, reference, prompts) in references.items():
+        for prompt_index, prompt in enumerate(prompts):
+            quality = rng.uniform(0.0, 1.0)  # how much of the subject's colour survives
+            following = rng.uniform(0.0, 1.0)  # the raters' latent prompt-following grade
+            tiny = method == "emu2" and category == "object" and prompt_index == 0
+            missing = method == "blip_diffusion" and subject == "cat" and prompt_index == 2
+            mask_path = masks / "samples" / sample_dir_name / "tgt_image" / cid / f"{prompt_index}_0.png"
+            _write_outputs(rng, sample_dir, cid, prompt_index, prompt, reference, colour, shape, quality,
+                           0.15 if tiny else 0.55, None if missing else mask_path)
+            planted.update({"missing_mask": mask_path} if missing else {})
+            planted.update({"tiny_mask": mask_path} if tiny else {})
+            _rate(rng, ratings, method, f"{cid}-{prompt_index}", quality, following)
+    return planted
+
+
+def _write_outputs(rng: np.random.Generator, sample_dir: Path, cid: str, prompt_index: int, prompt: str,
+                   reference: np.ndarray, colour, shape: str, quality: float, scale: float,
+                   mask_path: Optional[Path]) -> None:
+    """Seeds 0 and 1 of one (subject, prompt): ``src_image``, ``tgt_image`` and ``text`` files
+    ``<sample_dir>/<folder>/<cid>/<prompt_index>_<seed>``, and seed 0's output mask at
+    ``mask_path`` (``None``: not written). ``quality``: the share of ``colour`` the output keeps;
+    ``scale``: the shape's size relative to the image."""
+    background = tuple(int(v) for v in rng.integers(40, 230, size=3))
+    mixed = quality * np.asarray(colour) + (1 - quality) * rng.integers(0, 255, 3)
+    drawn_colour = tuple(int(v) for v in mixed)
+    for seed_index in (0, 1):
+        out, out_mask = _draw(rng, (80, 64), background, drawn_colour, shape, scale)
+        stem = f"{prompt_index}_{seed_index}"
+        _save(reference, sample_dir / "src_image" / cid / f"{stem}.jpg")
+        _save(out, sample_dir / "tgt_image" / cid / f"{stem}.jpg")
+        text = sample_dir / "text" / cid / f"{stem}.txt"
+        text.parent.mkdir(parents=True, exist_ok=True)
+        text.write_text(prompt, encoding="utf-8")
+        if seed_index == 0 and mask_path is not None:
+            _save(out_mask.astype(np.uint8) * 255, mask_path)
+
+
+def _rate(rng: np.random.Generator, ratings: dict, method: str, key: str, quality: float, following: float) -> None:
+    """Every group's CP and PF rating (0..4) of one key: the latent grade plus per-group noise."""
+    for group in _FIXTURE_GROUPS:
+        cp = int(np.clip(round(4 * quality + rng.normal(0, 0.6)), 0, 4))
+        pf = int(np.clip(round(4 * following + rng.normal(0, 0.6)), 0, 4))
+        ratings.setdefault((group, method, "cp"), {})[key] = cp
+        ratings.setdefault((group, method, "pf"), {})[key] = pf
+
+
+def _write_ratings(rating_dir: Path, ratings: dict) -> None:
+    """The rating files ``<group>/<method>-<cp|pf>.json``, keys sorted."""
     for (group, method, suffix), table in ratings.items():
-        path = root / "data_human_rating" / "merged_data" / group / f"{method}-{suffix}.json"
+        path = rating_dir / group / f"{method}-{suffix}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(dict(sorted(table.items())), indent=4), encoding="utf-8")
-    malformed = None
-    if malformed_json:
-        malformed = root / "data_human_rating" / "merged_data" / "group_2" / "emu2-pf.json"
-        malformed.write_text(malformed.read_text(encoding="utf-8")[:-40], encoding="utf-8")
-    assert missing_mask is not None and tiny_mask is not None
-    return DreamBenchFixture(
-        root=root,
-        masks=masks,
-        methods=tuple(_FIXTURE_METHODS),
-        groups=groups,
-        n_rated=n_rated,
-        missing_rating=("group_2", "emu2", "concept", missing_key),
-        missing_mask=missing_mask,
-        tiny_mask=tiny_mask,
-        style_collection=style_cid,
-        malformed=malformed,
-    )
+
+
+def _truncate(path: Path) -> Path:
+    """Cut the last 40 characters off a JSON file, so that it no longer parses."""
+    path.write_text(path.read_text(encoding="utf-8")[:-40], encoding="utf-8")
+    return path
 
 
 # --------------------------------------------------------------------------- ORIDa

@@ -29,15 +29,6 @@ def expected_checkpoint(kind: str) -> ExpectedCheckpoint:
         hub_note=_HUB_NOTES[kind],
         error=SegmenterLoadError,
         model_types=MODEL_TYPES[kind],
-    )
-
-
-
-
-def wrong_model_type(kind: str, model_id: str, model_type: object) -> SegmenterLoadError:
-    """The error for a checkpoint whose ``config.json`` names another model."""
-    return SegmenterLoadError(
-        f"{model_id!r} is a {model_type!r} checkpoint, not {MODEL_NAMES[kind]}: "
-        f"load_segmenter({kind!r}) needs a checkpoint such as {DEFAULT_SEGMENTER_MODELS[kind]} "
-        f"(model_type {' or '.join(map(repr, MODEL_TYPES[kind]))})"
+        wanted=f"{MODEL_NAMES[kind]}: load_segmenter({kind!r}) needs a checkpoint such as "
+               f"{DEFAULT_SEGMENTER_MODELS[kind]} (model_type {' or '.join(map(repr, MODEL_TYPES[kind]))})",
     )

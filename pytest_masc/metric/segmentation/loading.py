@@ -5,10 +5,9 @@ import os
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 from pytest_masc.defaults import DEFAULT_SEGMENTER_MODELS, SEGMENTER_KINDS
-from pytest_masc.errors import ModelLoadError
 
-from ..hub import CheckpointSource, ExpectedCheckpoint, checkpoint_source, quiet_loading, tokenizer_problem
-from .checkpoints import MODEL_TYPES, expected_checkpoint, wrong_model_type
+from ..hub import ExpectedCheckpoint, load_checkpoint, tokenizer_problem
+from .checkpoints import expected_checkpoint
 from .clipseg import ClipSegSegmenter
 from .sam3 import Sam3Segmenter
 from .segmenter import Segmenter
@@ -67,10 +66,10 @@ def load_segmenter(
     resolved_device = resolve_device(device)
     resolved_dtype = resolve_dtype(dtype, resolved_device)
     expected = expected_checkpoint(kind)
-    source = checkpoint_source(model_id, expected, revision=revision, local_files_only=local_files_only, cache_dir=cache_dir)
-    with quiet_loading():
-        config = _checked_config(kind, model_id, source)
-        parts = _load_parts(BACKENDS[kind], source, resolved_dtype)
+    config, parts = load_checkpoint(
+        model_id, expected, lambda source, config: BACKENDS[kind]._load_parts(source.path, resolved_dtype, source.hub),
+        revision=revision, local_files_only=local_files_only, cache_dir=cache_dir,
+    )
     _check_tokenizer(parts, model_id, expected)
     network = _ready_network(parts.pop("model"), resolved_device)
     extra = {"mask_threshold": mask_threshold} if kind == "sam3" else {}
@@ -94,30 +93,6 @@ def _check_kind_and_settings(kind: str, mask_threshold: Optional[float]) -> None
         raise ValueError(f"segmenter kind {kind!r} is not one of {list(SEGMENTER_KINDS)}")
     if kind != "sam3" and mask_threshold is not None:
         raise ValueError("mask_threshold is a SAM3 setting; CLIPSeg has only threshold")
-
-
-def _checked_config(kind: str, model_id: str, source: CheckpointSource) -> Any:
-    """The checkpoint's ``config.json``, which must name one of the kind's model types."""
-    from transformers import AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(source.path, **source.hub)
-    except Exception as error:  # hub, network and file errors come in many types
-        raise source.error(error) from error
-    model_type = getattr(config, "model_type", None)
-    if model_type not in MODEL_TYPES[kind]:
-        raise wrong_model_type(kind, model_id, model_type)
-    return config
-
-
-def _load_parts(backend: type[Segmenter], source: CheckpointSource, dtype: "torch.dtype") -> dict[str, Any]:
-    """The backend's model, tokenizer and image settings, load errors named after the checkpoint."""
-    try:
-        return backend._load_parts(source.path, dtype, source.hub)
-    except ModelLoadError:
-        raise
-    except Exception as error:
-        raise source.error(error) from error
 
 
 def _check_tokenizer(parts: dict[str, Any], model_id: str, expected: ExpectedCheckpoint) -> None:
