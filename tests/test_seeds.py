@@ -183,13 +183,17 @@ def seeded_dir(pytester, tiny_masc):
     return pytester.path, scores
 
 
+def run_seeded_case(pytester, model, root, minimum: float):
+    """``pytest --masc`` on one case of seeds 0..2 gated at ``min_concept = minimum``."""
+    (root / "masc_seeds.toml").write_text(f'[suite]\nname = "seeds"\n{DOG_CONCEPT}' + SEEDED_CASE.format(minimum=minimum))
+    return run(pytester, model, "--masc-json=out.json")
+
+
 def test_a_toml_case_with_seeds_is_one_item_one_record_per_seed_gated_on_the_mean(pytester, tiny_model_dir, seeded_dir):
     root, scores = seeded_dir
     mean = sum(scores) / 3
-    minimum = (min(scores) + mean) / 2  # the lowest seed is below, the mean above
-    (root / "masc_seeds.toml").write_text(f'[suite]\nname = "seeds"\n{DOG_CONCEPT}' + SEEDED_CASE.format(minimum=minimum))
 
-    result = run(pytester, tiny_model_dir, "--masc-json=out.json")
+    result = run_seeded_case(pytester, tiny_model_dir, root, (min(scores) + mean) / 2)  # lowest seed below, mean above
 
     result.assert_outcomes(passed=1)
     records = records_of(root / "out.json")
@@ -202,10 +206,8 @@ def test_a_toml_case_with_seeds_is_one_item_one_record_per_seed_gated_on_the_mea
 def test_a_case_failing_on_its_mean_fails_although_one_seed_is_above(pytester, tiny_model_dir, seeded_dir):
     root, scores = seeded_dir
     mean = sum(scores) / 3
-    minimum = (max(scores) + mean) / 2  # the highest seed is above, the mean below
-    (root / "masc_seeds.toml").write_text(f'[suite]\nname = "seeds"\n{DOG_CONCEPT}' + SEEDED_CASE.format(minimum=minimum))
 
-    result = run(pytester, tiny_model_dir, "--masc-json=out.json")
+    result = run_seeded_case(pytester, tiny_model_dir, root, (max(scores) + mean) / 2)  # highest seed above, mean below
 
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([f"*mean over 3 seeds: concept preservation (CP) {mean:.4f} < min_concept*",
@@ -234,9 +236,8 @@ def test_a_csv_case_with_seed_rows_makes_one_record_per_seed(pytester, tiny_mode
 def test_a_seed_that_cannot_be_read_fails_its_case_naming_the_seed(pytester, tiny_model_dir, seeded_dir):
     root, _ = seeded_dir
     (root / "out/beach_1.png").unlink()
-    (root / "masc_seeds.toml").write_text(f'[suite]\nname = "seeds"\n{DOG_CONCEPT}' + SEEDED_CASE.format(minimum=0))
 
-    result = run(pytester, tiny_model_dir, "--masc-json=out.json")
+    result = run_seeded_case(pytester, tiny_model_dir, root, 0)
 
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*image (seed 1) file 'out/beach_1.png' not found*"])
@@ -295,3 +296,33 @@ def test_masc_check_seeds_that_do_not_make_one_case_are_type_errors(pytester, ti
 
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([f"*TypeError: {expected}*"])
+
+
+def test_a_seed_that_cannot_be_scored_fails_its_case_and_the_other_seeds_say_why(pytester, tiny_model_dir, seeded_dir):
+    root, _ = seeded_dir
+    (root / "out/beach_1.png").write_bytes(b"not a png")
+
+    result = run_seeded_case(pytester, tiny_model_dir, root, 0)
+
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*MaSC error in *case 'beach'*: seed 1 (*beach_1.png): *"])
+    records = records_of(root / "out.json")
+    assert [(r["seed"], r["passed"], r["error"] is not None) for r in records] == [
+        (0, False, False), (1, False, True), (2, False, False)]
+    assert records[0]["failures"] == ["seed 1 could not be scored, so the case's mean over 3 seeds is not formed"]
+    assert records[0]["scores"]["concept"] is not None  # the seeds that scored keep their scores
+
+
+def test_a_nan_score_in_one_seed_fails_the_mean_naming_the_seed(pytester, tiny_model_dir, seeded_dir):
+    root, _ = seeded_dir
+    (root / "out/beach_1_mask.png").write_bytes((root / "out/full_mask.png").read_bytes())  # no background: PF NaN
+    (root / "masc_seeds.toml").write_text(f'[suite]\nname = "seeds"\n{DOG_CONCEPT}'
+                                          + SEEDED_CASE.format(minimum=-1) + "min_prompt = -1\n")
+
+    result = run(pytester, tiny_model_dir, "--masc-json=out.json")
+
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "*mean over 3 seeds: prompt following (PF) is NaN, gate min_prompt = -1: the output mask covers every patch*",
+        "*prompt is NaN for seed 1, so its mean is NaN*"])
+    assert [r["scores"]["prompt"] is None for r in records_of(root / "out.json")] == [False, True, False]
