@@ -131,6 +131,8 @@ def _draft(where: str, columns: list[str], row: list[str], decimal_comma: bool) 
     seed = _seed(where, cells["seed"]) if "seed" in cells else None
     if seed is not None and "id" not in fields:
         fail(where, f"seed {seed} but no id: the rows of one case (one per seed) share its id")
+    if seed is not None and "image" not in cells:
+        fail(where, "empty cell in required column 'image'")
     at = "" if seed is None else f" ({where.rpartition(', ')[2]}, seed {seed})"  # several rows make the case
     image = [RawImage(f"image{at}", cells["image"], f"mask{at}", cells.get("mask"), seed)] if "image" in cells else []
     return CaseDraft(
