@@ -29,6 +29,7 @@ class MascGateFailure(AssertionError):
             lines.append(f"  seed {seed.seed}: {shown}" + (f" ({seed.image})" if seed.image else ""))
         super().__init__("\n".join(lines))
         self.record = record
+        self.seeds = list(seeds)
 
 
 def fill_record(session: MascSession, record: Record, scores: Sequence["Score"]) -> None:
