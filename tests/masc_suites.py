@@ -73,3 +73,27 @@ def run(pytester: pytest.Pytester, model: Path, *args: str, subprocess: bool = F
     if subprocess:
         return pytester.runpytest_subprocess(*arguments)
     return pytester.runpytest(*arguments)
+
+
+def make_seed_images(root: Path, name: str = "beach", seeds: int = 3, rng_seed: int = 7) -> list[Path]:
+    """out/<name>_<seed>.png (+ _mask.png) for seeds 0..seeds-1: one prompt's images, each its
+    own random pixels with a centred rectangular mask; returns the image paths."""
+    rng = np.random.default_rng(rng_seed)
+    paths = []
+    for seed in range(seeds):
+        path = root / f"out/{name}_{seed}.png"
+        write_png(path, rng.integers(0, 256, (80, 80, 3), dtype=np.uint8))
+        mask = np.zeros((80, 80), np.uint8)
+        mask[20:60, 20:60] = 255
+        write_png(root / f"out/{name}_{seed}_mask.png", mask)
+        paths.append(path)
+    return paths
+
+
+#: the dog concept of :data:`SUITE`, for suite files that add their own cases
+DOG_CONCEPT = """
+[concepts.dog]
+subject = "dog"
+reference = "refs/dog.png"
+reference_mask = "refs/dog_mask.png"
+"""

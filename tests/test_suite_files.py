@@ -12,7 +12,7 @@ from PIL import Image
 
 from pytest_masc.errors import SuiteError
 from pytest_masc.protocols.spec import ProtocolSpec
-from pytest_masc.suite import GATE_KEYS, SUITE_GATE_KEYS, Case, Suite, is_suite_file, load_suite
+from pytest_masc.suite import GATE_KEYS, SUITE_GATE_KEYS, Case, CaseImage, Suite, is_suite_file, load_suite
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "suites" / "demo"
@@ -145,8 +145,7 @@ def test_toml_suite_parses_cases_with_defaults(tmp_path):
         id="dog-beach",
         concept="dog",
         prompt="a dog on the beach",
-        image=tmp_path / "out" / "dog_beach.png",
-        mask=tmp_path / "out" / "dog_beach_mask.png",
+        images=(CaseImage(path=tmp_path / "out" / "dog_beach.png", mask=tmp_path / "out" / "dog_beach_mask.png"),),
         gates={"min_concept": 0.6, "min_prompt_margin": 0.0},
         distractors=("a dog in the snow",),
         human={"concept": (3.0, 4.0), "prompt": (4.0,)},
@@ -184,7 +183,7 @@ def test_csv_suite_parses_rows(tmp_path):
     assert [case.id for case in suite.cases] == ["dog-beach", "dog-2", "cat-1"]
     beach, snow, sofa = suite.cases
     assert beach.prompt == "a dog on the beach, at dawn"
-    assert beach.image == tmp_path / "out" / "dog_beach.png"  # relative to the suite file
+    assert beach.images[0].path == tmp_path / "out" / "dog_beach.png"  # relative to the suite file
     assert beach.gates == {"min_prompt": 0.2}
     assert beach.human == {"concept": (3.0, 4.0), "prompt": (4.0,)}
     assert beach.distractors == ("a dog in the snow",)
@@ -222,7 +221,7 @@ def test_missing_files_pass_without_check_files(tmp_path):
     """``check_files=False`` skips existence checks but still resolves the paths."""
     suite_path = write_suite(tmp_path, GOOD_TOML.replace("out/dog_snow.png", "out/not_yet.png"))
     suite = load_suite(suite_path, check_files=False)
-    assert suite.cases[1].image == tmp_path / "out" / "not_yet.png"
+    assert suite.cases[1].images[0].path == tmp_path / "out" / "not_yet.png"
 
 
 def test_masks_may_be_left_out_for_a_segmenter(tmp_path):
@@ -235,11 +234,11 @@ def test_masks_may_be_left_out_for_a_segmenter(tmp_path):
     assert dog.reference_masks == (None,) and dog.segmentation_text == "brown dog" and dog.subject == "dog"
     assert suite.concepts["cat"].segmentation_text is None
     by_id = {case.id: case for case in suite.cases}
-    assert by_id["dog-beach"].mask is None and by_id["dog-2"].mask == tmp_path / "out/dog_snow_mask.png"
+    assert by_id["dog-beach"].images[0].mask is None and by_id["dog-2"].images[0].mask == tmp_path / "out/dog_snow_mask.png"
     csv_text = "concept,prompt,image,mask\ndog,a dog on the beach,out/dog_beach.png,\ndog,a dog in the snow,out/dog_snow.png,out/dog_snow_mask.png\n"
     toml = GOOD_TOML[: GOOD_TOML.index("[[cases]]")].replace('reference_mask = "refs/dog_mask.png"\n', "")
     suite = load_suite(write_suite(tmp_path, 'cases = "data/cases.csv"\n' + toml, name="masc_csv.toml", csv=csv_text))
-    assert [case.mask for case in suite.cases] == [None, tmp_path / "out/dog_snow_mask.png"]
+    assert [case.images[0].mask for case in suite.cases] == [None, tmp_path / "out/dog_snow_mask.png"]
     assert suite.concepts["dog"].segmentation_text == "dog"
 
 
@@ -563,8 +562,8 @@ def test_demo_suites_load(tmp_path):
     assert toml_suite.concepts == csv_suite.concepts
     assert len(toml_suite.concepts["robot"].references) == 2
     for ours, theirs in zip(toml_suite.cases, csv_suite.cases):
-        assert (ours.prompt, ours.image, ours.mask, ours.gates, ours.distractors) == (
-            theirs.prompt, theirs.image, theirs.mask, theirs.gates, theirs.distractors)
+        assert (ours.prompt, ours.images, ours.gates, ours.distractors) == (
+            theirs.prompt, theirs.images, theirs.gates, theirs.distractors)
     by_id = {case.id: case for case in toml_suite.cases}
     assert by_id["robot-snow"].gates["min_concept"] == 0.6
     assert by_id["robot-city"].human == {"concept": (4.0, 3.0), "prompt": (3.0, 4.0)}

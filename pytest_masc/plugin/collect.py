@@ -16,11 +16,12 @@ from ..gates import Record, format_against
 from ..protocols.spec import ProtocolSpec
 from ..suite import Case, Concept, Suite, load_suite, missing_files
 from ..types import Sample
-from .masks import MaskedInputs, MaskNeeds, fill_masks, protocol_masks
+from .case_inputs import CaseInputs, Output
 from .fixtures import python_suite_name
+from .masks import fill_masks, protocol_masks
 from .session import SESSION_KEY, MascSession
 from .terminal import ProgressLine
-from .verdict import MascGateFailure, ScoredInputs, judge, plain_nodeid
+from .verdict import MascGateFailure, error_text, judge, plain_nodeid
 
 if TYPE_CHECKING:
     from ..types import Score
@@ -51,8 +52,10 @@ class MascSuiteFile(pytest.File):
                 "(ini masc_segmenter) to segment it with the concept's subject"
             )
         self.cases: list[MascCaseItem] = []
-        self._scores: dict[str, Any] = {}  # case node id -> its scores (one per reference) or what stopped them
-        self._inputs: dict[str, MaskedInputs] = {}  # case node id -> its images and masks, computed ones included
+        # case node id -> per output image, its scores (one per reference) or what stopped them; or
+        # what stopped the whole case
+        self._scores: dict[str, Any] = {}
+        self._inputs: dict[str, CaseInputs] = {}  # case node id -> its images and masks, computed ones included
         if suite.protocol:
             yield MascProtocolItem.from_parent(
                 self, name=suite.protocol.kind, protocol=suite.protocol,
@@ -65,9 +68,10 @@ class MascSuiteFile(pytest.File):
             self.cases.append(item)
             yield item
 
-    def scores(self, item: "MascCaseItem") -> list["Score"]:
-        """A case's scores (one per reference); the file's selected cases not scored yet are
-        scored with it, in one ``score_many`` batch."""
+    def scores(self, item: "MascCaseItem") -> list[Any]:
+        """A case's scores: per output image (seed), its scores (one per reference) or the error
+        that stopped them; the file's selected cases not scored yet are scored with it, in one
+        ``score_many`` batch (a case's images side by side). Raises what stopped the whole case."""
         if item.nodeid not in self._scores:
             selected = set(self.session.items)
             batch = [
@@ -80,7 +84,7 @@ class MascSuiteFile(pytest.File):
             raise result
         return result
 
-    def inputs(self, item: "MascCaseItem") -> MaskedInputs:
+    def inputs(self, item: "MascCaseItem") -> CaseInputs:
         """A scored case's images and masks (computed masks included)."""
         return self._inputs[item.nodeid]
 
@@ -88,7 +92,7 @@ class MascSuiteFile(pytest.File):
         """Compute the batch's missing masks in one segmenter call; returns the cases that
         can be scored (a case whose mask failed keeps its error)."""
         try:
-            filled = fill_masks(session.segmenter, [case_item.mask_needs() for case_item in batch])
+            filled = fill_masks(session.segmenter, [case_item.case_inputs() for case_item in batch])
         except Exception as error:  # the segmenter does not load: every case of the batch reports it
             for case_item in batch:
                 self._scores[case_item.nodeid] = error
@@ -106,11 +110,11 @@ class MascSuiteFile(pytest.File):
         session = self.config.stash[SESSION_KEY]
         masc = session.model()
         batch = self._fill_masks(session, batch)
-        samples, owners = [], []
+        samples, owners = [], []  # owners: (case node id, output index) of each sample
         for case_item in batch:
-            for sample in case_item.samples(self._inputs[case_item.nodeid]):
-                samples.append(sample)
-                owners.append(case_item.nodeid)
+            for output, output_samples in enumerate(case_item.samples(self._inputs[case_item.nodeid])):
+                samples += output_samples
+                owners += [(case_item.nodeid, output)] * len(output_samples)
         reporter = ProgressLine(self.config, f"MaSC {self.path.name}")
         started = time.perf_counter()
         try:
@@ -118,19 +122,20 @@ class MascSuiteFile(pytest.File):
                 warnings.simplefilter("ignore", PromptTruncatedWarning)  # re-issued per case, naming it
                 results = masc.score_many(samples, progress=reporter.update, errors="return")
         except Exception as error:  # e.g. out of memory on one image: every case of the file reports it
-            for nodeid in owners:
+            for nodeid, _ in owners:
                 self._scores[nodeid] = error
             raise
         finally:
             reporter.close()
             session.score_seconds += time.perf_counter() - started
-        for nodeid in dict.fromkeys(owners):
-            self._scores[nodeid] = []
-        for nodeid, result in zip(owners, results):
+        for case_item in batch:
+            self._scores[case_item.nodeid] = [[] for _ in self._inputs[case_item.nodeid].outputs]
+        for (nodeid, output), result in zip(owners, results):
+            per_output = self._scores[nodeid]
             if isinstance(result, BaseException):
-                self._scores[nodeid] = result
-            elif not isinstance(self._scores[nodeid], BaseException):
-                self._scores[nodeid].append(result)
+                per_output[output] = result
+            elif not isinstance(per_output[output], BaseException):
+                per_output[output].append(result)
 
 
 class MascCaseItem(pytest.Item):
@@ -143,17 +148,21 @@ class MascCaseItem(pytest.Item):
         self.concept = concept
         self.add_marker(pytest.mark.masc_suite)
 
-    def mask_needs(self) -> MaskNeeds:
+    def case_inputs(self) -> CaseInputs:
         """The case's images and masks as given (``None``: to segment)."""
-        return MaskNeeds(image=self.case.image, mask=self.case.mask, references=self.concept.references,
-                         reference_masks=self.concept.reference_masks, text=self.concept.segmentation_text)
+        return CaseInputs(
+            outputs=tuple(Output(image=image.path, mask=image.mask, seed=image.seed) for image in self.case.images),
+            references=tuple(self.concept.references), reference_masks=tuple(self.concept.reference_masks),
+            text=self.concept.segmentation_text,
+        )
 
-    def samples(self, inputs: MaskedInputs) -> list[Sample]:
-        """The case's samples, one per reference of its concept, with ``inputs``' masks."""
+    def samples(self, inputs: CaseInputs) -> list[list[Sample]]:
+        """The case's samples per output image, one per reference of its concept, with ``inputs``' masks."""
         return [
-            Sample(ref_image=reference, ref_mask=reference_mask, out_image=inputs.image, out_mask=inputs.mask,
-                   prompt=self.case.prompt, subject=self.concept.subject, distractors=self.case.distractors)
-            for reference, reference_mask in zip(inputs.references, inputs.reference_masks)
+            [Sample(ref_image=reference, ref_mask=reference_mask, out_image=output.image, out_mask=output.mask,
+                    prompt=self.case.prompt, subject=self.concept.subject, distractors=self.case.distractors)
+             for reference, reference_mask in zip(inputs.references, inputs.reference_masks)]
+            for output in inputs.outputs
         ]
 
     def missing_files(self) -> list[str]:
@@ -167,34 +176,30 @@ class MascCaseItem(pytest.Item):
             if problems:
                 raise InputError("; ".join(problems))
             scores = self.parent.scores(self)
-        except MaSCError as error:
-            record = self._record()
-            record.passed, record.error = False, str(error)
-            record.computed_masks = self._mask_records(session)
-            session.add_record(record)
+        except MaSCError as error:  # the whole case: every image's record says why
+            for record in self._records(session):
+                record.passed, record.error = False, error_text(error)
+                session.add_record(record)
             raise
-        masked = self.parent.inputs(self)
-        inputs = ScoredInputs(image=masked.image, mask=masked.mask,
-                              references=masked.references, reference_masks=masked.reference_masks)
-        record = self._record()
-        record.computed_masks = self._mask_records(session)
-        judge(session, record, scores, inputs)
+        judge(session, self._records(session), scores, self.parent.inputs(self))
 
-    def _mask_records(self, session: MascSession) -> list[dict[str, Any]]:
-        """The JSON entries of the masks computed for this case (none when all were given)."""
-        masked = self.parent._inputs.get(self.nodeid)
-        if masked is None or not masked.computed:
-            return []
-        return masked.mask_records(session.segmenter.settings)
-
-    def _record(self) -> Record:
-        """The case's record before scoring: what is scored and its gates."""
-        return Record(
-            nodeid=plain_nodeid(self), kind="suite", suite=self.suite.name, concept=self.case.concept,
-            case_id=self.case.id, prompt=self.case.prompt, subject=self.concept.subject,
-            image=str(self.case.image), gates=dict(self.case.gates),
-            human={k: [float(x) for x in v] for k, v in self.case.human.items()},
-        )
+    def _records(self, session: MascSession) -> list[Record]:
+        """The case's records before scoring, one per image (seed): what is scored, its gates
+        and the masks computed for it."""
+        inputs = self.parent._inputs.get(self.nodeid)
+        records = []
+        for index, image in enumerate(self.case.images):
+            record = Record(
+                nodeid=plain_nodeid(self), kind="suite", suite=self.suite.name, concept=self.case.concept,
+                case_id=self.case.id, prompt=self.case.prompt, subject=self.concept.subject,
+                image=str(image.path), gates=dict(self.case.gates),
+                human={k: [float(x) for x in v] for k, v in self.case.human.items()},
+                check_index=index, seed=image.seed,
+            )
+            if inputs is not None and inputs.computed:
+                record.computed_masks = inputs.mask_records(session.segmenter.settings, index)
+            records.append(record)
+        return records
 
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, MascGateFailure):
@@ -311,8 +316,9 @@ def _name_from_file(path: Path) -> str:
 def _first_unmasked(suite: Suite) -> Optional[str]:
     """Where the suite leaves a mask out (a case or a concept), or ``None`` when it gives all."""
     for case in suite.cases:
-        if case.mask is None:
-            return f"{case.location}: the output image {case.image.name}"
+        for image in case.images:
+            if image.mask is None:
+                return f"{case.location}: the output image {image.path.name}"
         if None in suite.concepts[case.concept].reference_masks:
             return f"{suite.path.name}, concept {case.concept!r}: a reference"
     return None

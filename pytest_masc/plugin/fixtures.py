@@ -12,9 +12,10 @@ from ..errors import InputError, MaSCError
 from ..gates import GATES, Record
 from ..types import Sample
 from .markers import GATES_OFF, as_list, validate_masc_kwargs
-from .masks import MaskNeeds, SessionSegmenter, fill_masks, segmentation_text
+from .case_inputs import CaseInputs, Output
+from .masks import SessionSegmenter, fill_masks, segmentation_text
 from .session import SESSION_KEY, MascSession
-from .verdict import MascGateFailure, ScoredInputs, judge, plain_nodeid
+from .verdict import MascGateFailure, case_verdict, decide, fill_records, judge, keep_records, plain_nodeid
 
 if TYPE_CHECKING:
     from ..metric.scorer import MaSC
@@ -60,6 +61,7 @@ class MascCheck:
         self.options: dict[str, Any] = dict(marker.kwargs) if marker else {}
         self._checks = 0
         self._calls = 0
+        self._seeded: Optional[SeededCase] = None  # the test's checks with a seed: one case
 
     @property
     def calls(self) -> int:
@@ -70,13 +72,19 @@ class MascCheck:
     def model(self) -> "MaSC":
         return self._session.model()
 
-    def check(self, image: Any, mask: Any = None, prompt: Optional[str] = None, **overrides: Any) -> "Score":
+    def check(self, image: Any, mask: Any = None, prompt: Optional[str] = None, *, seed: Optional[int] = None,
+              **overrides: Any) -> "Score":
         """Score ``image`` (+ ``mask``) for ``prompt`` and fail the test if a gate fails.
 
         Args:
             image: the generated image (path, PIL image or HxWx3 uint8 array).
             mask: its subject mask; ``None`` asks the ``masc_segmenter`` fixture.
             prompt: the prompt the image was generated from.
+            seed: the image's generation seed. The checks of one test that give a seed are
+                one case with several images: one record each (with its ``seed``, one
+                ``case_id``), the gates checked on the mean over the seeds when the test
+                ends (not at each call). They must agree on the prompt and every keyword;
+                a seed given twice is refused.
             **overrides: any marker keyword (``reference``, ``min_concept`` …).
 
         Returns:
@@ -97,7 +105,9 @@ class MascCheck:
         options = {**self.options, **overrides}
         if prompt is None:
             raise TypeError("masc.check() needs the prompt the image was generated from")
-        given = self._arguments(options, image, mask)
+        if seed is not None:
+            self._check_seed(seed, prompt, options)
+        given = self._arguments(options, image, mask, seed)
         self._checks += 1
         record = self._record(options, given, prompt)
         try:
@@ -112,22 +122,30 @@ class MascCheck:
                 raise error.with_traceback(None) from None
             raise
 
-    def _gate(self, record: Record, options: dict[str, Any], given: ScoredInputs, prompt: str) -> "Score":
+    def _gate(self, record: Record, options: dict[str, Any], given: CaseInputs, prompt: str) -> "Score":
         """Masks computed where missing, the samples scored, ``record`` judged (kept in the
-        session, :class:`MascGateFailure` on a failed gate); returns the score."""
+        session, :class:`MascGateFailure` on a failed gate; a seeded check joins its case,
+        judged when the test ends); returns the score."""
         __tracebackhide__ = True
         test_dir = Path(self._request.node.path).parent
         for name in ("reference", "reference_mask"):  # as written, for the message
             for value in as_list(options.get(name)):
                 confined_to_dir(value, test_dir, name)
         inputs = self._masked(record, options, given)
+        (output,) = inputs.outputs
         samples = [
-            Sample(ref_image=r, ref_mask=m, out_image=inputs.image, out_mask=inputs.mask, prompt=prompt,
+            Sample(ref_image=r, ref_mask=m, out_image=output.image, out_mask=output.mask, prompt=prompt,
                    subject=options.get("subject"), distractors=tuple(as_list(options.get("distractors"))))
             for r, m in zip(inputs.references, inputs.reference_masks)
         ]
         scores = self._session.model().score_many(samples)
-        record = judge(self._session, record, scores, inputs)
+        if output.seed is None:
+            judge(self._session, [record], [scores], inputs)
+        else:
+            fill_records(self._session, [record], [scores])
+            self._seeded.add(record, scores, inputs)
+            keep_records(self._session, [record])
+            case_verdict(self._seeded.records)  # the records say the verdict so far; the test's end raises
         if len(scores) == 1:
             return scores[0]
         # Several references: CP and global CP are the record's means over them.
@@ -138,7 +156,31 @@ class MascCheck:
             concept_per_reference=tuple(record.concept_per_reference),
         )
 
-    def _arguments(self, options: dict[str, Any], image: Any, mask: Any) -> ScoredInputs:
+    def _check_seed(self, seed: Any, prompt: str, options: dict[str, Any]) -> None:
+        """A seed is a non-negative integer, new to the test's seeded case, whose prompt and
+        keywords it shares; raises ``TypeError`` otherwise."""
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise TypeError(f"masc.check(seed={seed!r}): a seed is a non-negative integer")
+        if self._seeded is None:
+            self._seeded = SeededCase(prompt=prompt, options=options, first_check=self._checks + 1)
+            return
+        problem = self._seeded.mismatch(seed, prompt, options)
+        if problem:
+            raise TypeError(f"masc.check(seed={seed}): {problem}")
+
+    def finish(self) -> None:
+        """At the test's end: judge its seeded case on the mean over its seeds (panels written,
+        :class:`MascGateFailure` raised when a gate fails); nothing without seeded checks."""
+        __tracebackhide__ = True
+        seeded = self._seeded
+        if seeded is None or not seeded.records:
+            return
+        first = seeded.inputs[0]
+        inputs = CaseInputs(outputs=tuple(i.outputs[0] for i in seeded.inputs), references=first.references,
+                            reference_masks=first.reference_masks)
+        decide(self._session, seeded.records, seeded.scores, inputs)
+
+    def _arguments(self, options: dict[str, Any], image: Any, mask: Any, seed: Optional[int]) -> CaseInputs:
         """References, their masks, the image and its mask as given, paths joined to the test
         file's directory (``None`` for a mask to compute). Raises ``TypeError`` for arguments
         that cannot make a gate; reads no file."""
@@ -158,37 +200,41 @@ class MascCheck:
         if mask is None and self._segmenter is None:
             raise TypeError("no mask: pass mask=..., run with --masc-segmenter=sam3|clipseg, "
                             "or override the masc_segmenter fixture to compute one")
-        return ScoredInputs(image=relative_to_dir(image, test_dir), mask=None if mask is None else relative_to_dir(mask, test_dir),
-                            references=references, reference_masks=reference_masks)
+        output = Output(image=relative_to_dir(image, test_dir),
+                        mask=None if mask is None else relative_to_dir(mask, test_dir), seed=seed)
+        return CaseInputs(outputs=(output,), references=tuple(references), reference_masks=tuple(reference_masks),
+                          text=segmentation_text(options.get("segment_prompt"), options.get("subject")))
 
-    def _masked(self, record: Record, options: dict[str, Any], given: ScoredInputs) -> ScoredInputs:
+    def _masked(self, record: Record, options: dict[str, Any], given: CaseInputs) -> CaseInputs:
         """``given`` with its missing masks computed by the ``masc_segmenter`` fixture."""
         __tracebackhide__ = True
         if isinstance(self._segmenter, SessionSegmenter):
-            return self._segmented(record, options, given)
-        if given.mask is not None and None not in given.reference_masks:
+            return self._segmented(record, given)
+        if not given.missing():
             return given
-        mask = given.mask if given.mask is not None else self._segmenter(given.image)
-        reference_masks = [m if m is not None else self._segmenter(r) for r, m in zip(given.references, given.reference_masks)]
-        return dataclasses.replace(given, mask=mask, reference_masks=reference_masks)
+        (output,) = given.outputs
+        mask = output.mask if output.mask is not None else self._segmenter(output.image)
+        reference_masks = tuple(m if m is not None else self._segmenter(r)
+                                for r, m in zip(given.references, given.reference_masks))
+        return dataclasses.replace(given, outputs=(dataclasses.replace(output, mask=mask),),
+                                   reference_masks=reference_masks)
 
-    def _segmented(self, record: Record, options: dict[str, Any], given: ScoredInputs) -> ScoredInputs:
+    def _segmented(self, record: Record, given: CaseInputs) -> CaseInputs:
         """:meth:`_masked` with the session's segmenter (``--masc-segmenter``); the masks it
         computed go into ``record.computed_masks``, also when one of them failed."""
-        text = segmentation_text(options.get("segment_prompt"), options.get("subject"))
-        needs = MaskNeeds(image=given.image, mask=given.mask, references=list(given.references),
-                          reference_masks=list(given.reference_masks), text=text)
-        (filled,) = fill_masks(self._segmenter, [needs])
+        (filled,) = fill_masks(self._segmenter, [given])
         record.computed_masks = filled.mask_records(self._segmenter.settings) if filled.computed else []
         if filled.error is not None:
             raise filled.error
-        return dataclasses.replace(given, mask=filled.mask, reference_masks=filled.reference_masks)
+        return filled
 
-    def _record(self, options: dict[str, Any], given: ScoredInputs, prompt: str) -> Record:
+    def _record(self, options: dict[str, Any], given: CaseInputs, prompt: str) -> Record:
         """The record of this check before scoring: what is scored and its gates."""
         from ..metric.inputs import describe
 
         node = self._request.node
+        output = given.outputs[0]
+        number = self._seeded.first_check if output.seed is not None else self._checks  # a seeded case: its first
         subject = options.get("subject")
         first_reference = given.references[0]
         concept = options.get("concept") or subject or (
@@ -199,14 +245,70 @@ class MascCheck:
             kind="python",
             suite=python_suite_name(node),
             concept=str(concept),
-            case_id=node.name if self._checks == 1 else f"{node.name}#{self._checks}",
+            case_id=node.name if number == 1 else f"{node.name}#{number}",
             prompt=prompt,
             subject=subject,
-            image=describe(given.image),
+            image=describe(output.image),
             gates={k: float(v) for k, v in options.items() if k in GATES},
             human={k: [float(x) for x in as_list(v)] for k, v in (options.get("human") or {}).items()},
             check_index=self._checks - 1,
+            seed=output.seed,
         )
+
+
+class SeededCase:
+    """The checks of one test that gave a seed: one case, its records, scores and inputs in
+    call order, and what every call must share with the first."""
+
+    def __init__(self, *, prompt: str, options: dict[str, Any], first_check: int) -> None:
+        self.prompt = prompt
+        self.options = dict(options)
+        self.first_check = first_check  # the 1-based check number whose case id the case keeps
+        self.records: list[Record] = []
+        self.scores: list[list["Score"]] = []
+        self.inputs: list[CaseInputs] = []
+
+    def add(self, record: Record, scores: list["Score"], inputs: CaseInputs) -> None:
+        self.records.append(record)
+        self.scores.append(scores)
+        self.inputs.append(inputs)
+
+    def mismatch(self, seed: int, prompt: str, options: dict[str, Any]) -> Optional[str]:
+        """Why a check with ``seed`` cannot join this case (``None``: it can)."""
+        if any(record.seed == seed for record in self.records):
+            return f"seed {seed} was checked already in this test; each seed of a case is checked once"
+        if prompt != self.prompt:
+            return (f"prompt {prompt!r} differs from {self.prompt!r} of the test's first seeded check: the seeded "
+                    "checks of one test are one case (several images of one prompt)")
+        for key in sorted({*options, *self.options}):
+            if not _same(options.get(key), self.options.get(key)):
+                return (f"{key}={options.get(key)!r} differs from {self.options.get(key)!r} of the test's first seeded "
+                        "check: the seeded checks of one test are one case and share every keyword")
+        return None
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values, or the same object (arrays and images compare by identity)."""
+    if a is b:
+        return True
+    try:
+        equal = a == b
+    except Exception:
+        return False
+    return equal if isinstance(equal, bool) else False
+
+
+def seeded_case_failure(item: pytest.Item) -> Optional[str]:
+    """At the end of a ``@pytest.mark.masc`` test that passed: the failure report of its seeded
+    case, judged on the mean over its seeds (``None``: it passed, or the test gave no seed)."""
+    checker = getattr(item, "funcargs", {}).get("masc")
+    if not isinstance(checker, MascCheck):
+        return None
+    try:
+        checker.finish()
+    except MascGateFailure as failure:
+        return str(failure)
+    return None
 
 
 def python_suite_name(item: pytest.Item) -> str:

@@ -14,7 +14,7 @@ import pytest
 
 from ..suite import is_suite_file
 from .collect import MascCaseItem, MascProtocolItem, MascSuiteFile
-from .fixtures import unchecked_reason
+from .fixtures import seeded_case_failure, unchecked_reason
 from .html_report import install as install_html_report
 from .masks import SessionSegmenter
 from .session import MascSession
@@ -105,9 +105,10 @@ class MascGatesPlugin:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item):
-        """Fail a ``@pytest.mark.masc`` test that passed without calling ``masc.check()``."""
+        """Fail a ``@pytest.mark.masc`` test that passed without calling ``masc.check()``, or
+        whose seeded checks fail their gates on the mean over the seeds."""
         result = yield
-        reason = unchecked_reason(item)
+        reason = unchecked_reason(item) or seeded_case_failure(item)
         if reason:
             pytest.fail(reason, pytrace=False)
         return result

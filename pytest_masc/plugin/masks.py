@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from ..defaults import DEFAULT_SEGMENTER_MODELS, SEGMENTER_KINDS, segmenter_threshold
 from ..errors import EmptyMaskError, InputError, MaSCError, MaskCoverageWarning, SegmenterLoadError
+from .case_inputs import CaseInputs, ComputedFor
 
 if TYPE_CHECKING:
     import numpy as np
@@ -255,87 +256,46 @@ def segmentation_text(segment_prompt: Optional[str], subject: Optional[str]) -> 
     return segment_prompt or subject
 
 
-@dataclass(frozen=True)
-class MaskedInputs:
-    """One case's images with every mask: the given ones and those computed for it."""
-
-    image: Any
-    mask: Any
-    references: tuple
-    reference_masks: tuple
-    computed: tuple = ()  # (role, ComputedMask) of each mask the segmenter made
-    error: Optional[BaseException] = None  # why a mask could not be computed
-
-    def mask_records(self, settings: dict[str, Any]) -> list[dict[str, Any]]:
-        """The JSON entries of the computed masks."""
-        return [computed.record(role, settings) for role, computed in self.computed]
-
-
-@dataclass(frozen=True)
-class MaskNeeds:
-    """A case before its masks are filled: ``None`` marks a mask to compute with ``text``."""
-
-    image: Any
-    mask: Any
-    references: Sequence[Any]
-    reference_masks: Sequence[Any]
-    text: Optional[str]
-
-
-def fill_masks(segmenter: Optional[SessionSegmenter], cases: Sequence[MaskNeeds]) -> list[MaskedInputs]:
-    """Every case with its missing masks computed, all in one segmenter batch.
+def fill_masks(segmenter: Optional[SessionSegmenter], cases: Sequence[CaseInputs]) -> list[CaseInputs]:
+    """Every case with its missing masks computed (each output's and each reference's), all in
+    one segmenter batch.
 
     A case whose mask cannot be computed (unreadable image, empty mask, no text, a segmenter
     that does not load) carries the error; of the cases a load failure stops, the session's
     first carries the full error and the others a one-line :class:`SegmenterNotLoaded`."""
     requests: list[MaskRequest] = []
-    owners: list[int] = []
+    owners: list[tuple[int, Optional[int]]] = []  # (case number, output index) of each request
     problems: dict[int, BaseException] = {}
     for number, case in enumerate(cases):
-        missing = [("output", case.image)] if case.mask is None else []
-        missing += [(f"reference {i + 1}", ref) for i, (ref, m) in
-                    enumerate(zip(case.references, case.reference_masks)) if m is None]
+        missing = case.missing()
         if missing and segmenter is None:
-            problems[number] = InputError(f"{display_image(missing[0][1])}: no {missing[0][0]} mask and no "
+            problems[number] = InputError(f"{display_image(missing[0][2])}: no {missing[0][0]} mask and no "
                                           "segmenter: give the mask, or run with --masc-segmenter=sam3|clipseg")
         elif missing and not case.text:
-            problems[number] = InputError(f"{display_image(missing[0][1])}: no {missing[0][0]} mask and "
+            problems[number] = InputError(f"{display_image(missing[0][2])}: no {missing[0][0]} mask and "
                                           "no subject or segment_prompt to segment it with")
         else:
-            requests += [MaskRequest(image, case.text or "", role) for role, image in missing]
-            owners += [number] * len(missing)
+            requests += [MaskRequest(image, case.text or "", role) for role, _, image in missing]
+            owners += [(number, output) for _, output, _ in missing]
     try:
         results = segmenter.compute(requests) if requests and segmenter is not None else []
     except MaSCError as error:
         if segmenter is None or not segmenter.load_failed:
             raise
         # the segmenter does not load: the cases that need it fail, the first one saying why
-        for order, number in enumerate(dict.fromkeys(owners)):
+        for order, number in enumerate(dict.fromkeys(number for number, _ in owners)):
             problems.setdefault(number, error if order == 0 else segmenter.not_loaded())
         owners, results = [], []
-    computed: dict[int, list[tuple[str, ComputedMask]]] = {}
-    for number, request, result in zip(owners, requests, results):
+    computed: dict[int, list[ComputedFor]] = {}
+    for (number, output), request, result in zip(owners, requests, results):
         if isinstance(result, BaseException):
             problems.setdefault(number, result)
             continue
-        computed.setdefault(number, []).append((request.role, result))
+        computed.setdefault(number, []).append(ComputedFor(request.role, output, result))
         empty = segmenter.empty_error(result)
         if empty is not None:
             problems.setdefault(number, empty)
-    return [_masked(case, computed.get(number, []), problems.get(number)) for number, case in enumerate(cases)]
-
-
-def _masked(case: MaskNeeds, computed: list, error: Optional[BaseException]) -> MaskedInputs:
-    by_role = {role: mask.mask for role, mask in computed}
-    return MaskedInputs(
-        image=case.image,
-        mask=case.mask if case.mask is not None else by_role.get("output"),
-        references=tuple(case.references),
-        reference_masks=tuple(m if m is not None else by_role.get(f"reference {i + 1}")
-                              for i, m in enumerate(case.reference_masks)),
-        computed=tuple(computed),
-        error=error,
-    )
+    return [case.filled(computed.get(number, []), problems.get(number)) for number, case in enumerate(cases)]
 
 
 def protocol_masks(segmenter: Optional[SessionSegmenter], spec: Any, cache_root: Path) -> tuple[Any, dict[str, Any]]:
@@ -366,6 +326,6 @@ def protocol_masks(segmenter: Optional[SessionSegmenter], spec: Any, cache_root:
 
 
 __all__ = [
-    "ComputedMask", "FULL_MASK_FRACTION", "MaskNeeds", "protocol_masks", "MaskRequest", "MaskedInputs", "fill_masks", "SegmenterChoice", "SegmenterNotLoaded", "SegmenterOptionError",
+    "ComputedMask", "FULL_MASK_FRACTION", "protocol_masks", "MaskRequest", "fill_masks", "SegmenterChoice", "SegmenterNotLoaded", "SegmenterOptionError",
     "SessionSegmenter", "display_image", "parse_segmenter_option", "segmentation_text",
 ]

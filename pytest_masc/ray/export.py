@@ -91,7 +91,11 @@ def _rows(suite: Suite, base_dir: Optional[PathLike]) -> list[dict]:
     rows = []
     for case in suite.cases:
         concept = suite.concepts[case.concept]
-        if case.mask is None:
+        if case.seeded:
+            raise SuiteError(f"{case.location}: {len(case.images)} images (seeds); a samples table holds one image "
+                             "per case: score seeded cases with pytest --masc")
+        (image,) = case.images
+        if image.mask is None:
             raise SuiteError(f"{case.location}: no mask (pytest segments it with --masc-segmenter); a samples "
                              "table needs mask files: give mask = ...")
         if None in concept.reference_masks:
@@ -102,7 +106,7 @@ def _rows(suite: Suite, base_dir: Optional[PathLike]) -> list[dict]:
                 "suite": suite.name, "suite_file": shown(suite.path), "case_id": case.id,
                 "concept_name": concept.name, "reference_index": index,
                 "ref_image": shown(reference), "ref_mask": shown(reference_mask),
-                "out_image": shown(case.image), "out_mask": shown(case.mask),
+                "out_image": shown(image.path), "out_mask": shown(image.mask),
                 "prompt": case.prompt, "subject": concept.subject, "distractors": list(case.distractors),
             })
     return rows

@@ -1,15 +1,16 @@
-"""Cases from a CSV file (``cases = "cases.csv"`` in a suite file); the format is in
-:mod:`pytest_masc.suite.schema`."""
+"""Cases from a CSV file (``cases = "cases.csv"`` in a suite file), the rows of one seeded case
+joined; the format is in :mod:`pytest_masc.suite.schema`."""
 from __future__ import annotations
 
 import csv
 import io
 from pathlib import Path
 
-from .schema import (
-    CASE_REQUIRED, CSV_COLUMNS, GATE_KEYS, HUMAN_KEYS, CaseDraft, SuiteFile, belongs_elsewhere, decode_text,
-    did_you_mean, display, fail, ratings,
-)
+from .cases import CaseDraft
+from .checks import belongs_elsewhere, decode_text, did_you_mean, display, fail, ratings
+from .files import SuiteFile
+from .schema import CASE_REQUIRED, CSV_COLUMNS, GATE_KEYS, HUMAN_KEYS
+from .seeds import RawImage
 
 #: (line number, cells) of one CSV row
 Row = tuple[int, list[str]]
@@ -32,7 +33,7 @@ def read_csv_cases(suite_file: SuiteFile, value: str) -> list[CaseDraft]:
             drafts.append(_draft(f"{csv_name}, line {line}", columns, row, decimal_comma=delimiter != ","))
     if not drafts:
         fail(csv_name, "the cases CSV has a header but no case rows")
-    return drafts
+    return _join_seeds(csv_name, drafts)
 
 
 def _read_rows(path: Path, csv_name: str) -> tuple[list[Row], str]:
@@ -116,7 +117,7 @@ def _draft(where: str, columns: list[str], row: list[str], decimal_comma: bool) 
     """One row as a case draft: empty cells are "not given"; numbers parsed (``0,6`` too
     when ``decimal_comma``)."""
     cells = {column: cell.strip() for column, cell in zip(columns, row) if cell.strip()}
-    fields: dict = {column: cells[column] for column in ("id", "concept", "prompt", "image", "mask") if column in cells}
+    fields: dict = {column: cells[column] for column in ("id", "concept", "prompt") if column in cells}
     for key in GATE_KEYS:
         if key in cells:
             fields[key] = _number(where, cells[key], f"{key} must be a number, got {{item!r}}", decimal_comma)
@@ -127,14 +128,80 @@ def _draft(where: str, columns: list[str], row: list[str], decimal_comma: bool) 
             numbers = [_number(where, item, f"{column} must be '|'-separated numbers, got {{item!r}}", decimal_comma)
                        for item in _split_cell(where, column, cells[column])]
             human[key] = ratings(where, column, numbers)
+    seed = _seed(where, cells["seed"]) if "seed" in cells else None
+    if seed is not None and "id" not in fields:
+        fail(where, f"seed {seed} but no id: the rows of one case (one per seed) share its id")
+    if seed is not None and "image" not in cells:
+        fail(where, "empty cell in required column 'image'")
+    at = "" if seed is None else f" ({where.rpartition(', ')[2]}, seed {seed})"  # several rows make the case
+    image = [RawImage(f"image{at}", cells["image"], f"mask{at}", cells.get("mask"), seed)] if "image" in cells else []
     return CaseDraft(
         where=where,
         fields=fields,
+        images=image,
         human=human,
         distractors=_split_cell(where, "distractors", cells["distractors"]) if "distractors" in cells else None,
         missing="empty cell in required column {key!r}",
         location=lambda case_id: where,
     )
+
+
+def _seed(where: str, cell: str) -> int:
+    """A ``seed`` cell: a non-negative integer."""
+    if not cell.isdigit():
+        fail(where, f"seed must be a non-negative integer, got {cell!r}")
+    return int(cell)
+
+
+def _join_seeds(csv_name: str, drafts: list[CaseDraft]) -> list[CaseDraft]:
+    """The rows that repeat a case id with a seed joined into one draft per case (in the order
+    of each case's first row); rows without a seed pass through (their ids are checked later)."""
+    joined: list[CaseDraft] = []
+    by_id: dict[str, CaseDraft] = {}
+    for draft in drafts:
+        case_id = draft.fields.get("id")
+        seeded = bool(draft.images) and draft.images[0].seed is not None
+        first = by_id.get(case_id) if case_id is not None else None
+        if first is None:
+            joined.append(draft)
+            if case_id is not None:
+                by_id[case_id] = draft
+            continue
+        first_seeded = bool(first.images) and first.images[0].seed is not None
+        if not (seeded and first_seeded):
+            if seeded or first_seeded:
+                fail(csv_name, f"case {case_id!r}: {first.where.partition(', ')[2]} and "
+                               f"{draft.where.partition(', ')[2]} repeat its id, but only one has a seed; "
+                               "give every row of a seeded case its seed")
+            joined.append(draft)  # a repeated id without seeds: refused as a duplicate id
+            continue
+        _add_seed(csv_name, case_id, first, draft)
+    return joined
+
+
+def _add_seed(csv_name: str, case_id: str, first: CaseDraft, draft: CaseDraft) -> None:
+    """Join ``draft``'s image into ``first``, the case's first row: every other field must agree."""
+    lines = (first.where.partition(", ")[2], draft.where.partition(", ")[2])
+    seed = draft.images[0].seed
+    for image in first.images:
+        if image.seed == seed:
+            fail(csv_name, f"case {case_id!r}: seed {seed} is given twice ({_line(image)} and {lines[1]}); "
+                           "each seed of a case is one row")
+    for name, ours, theirs in (
+        *((key, first.fields.get(key), draft.fields.get(key)) for key in sorted({*first.fields, *draft.fields})),
+        ("human ratings", first.human, draft.human), ("distractors", first.distractors, draft.distractors),
+    ):
+        if ours != theirs:
+            fail(csv_name, f"case {case_id!r}: {lines[1]} has {name} {theirs!r} but {lines[0]} has {ours!r}; "
+                           "the rows of one case differ only in seed, image and mask")
+    first.images.append(draft.images[0])
+    numbers = ", ".join(_line(image).removeprefix("line ") for image in first.images)
+    first.location = lambda _case_id: f"{csv_name}, case {case_id!r} (lines {numbers})"
+
+
+def _line(image: RawImage) -> str:
+    """``line 7``: the row a seeded image was read from (its name says)."""
+    return image.name.partition("(")[2].partition(",")[0]
 
 
 def _number(where: str, item: str, message: str, decimal_comma: bool) -> float:

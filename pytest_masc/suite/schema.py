@@ -1,11 +1,12 @@
-"""Data-driven gate suites: the format of ``masc_*.toml`` files (and their cases CSV), the
-parsed records, and the checks TOML and CSV cases share.
+"""The format of suite files (``masc_*.toml`` and their cases CSV): this docstring is its
+reference, and the keys and columns each place accepts are defined here.
 
 A suite file names the concepts (reference images + masks), the cases (a prompt, the
 generated image + mask, the concept it shows) and the gates each case must pass. This
 docstring is the reference for the format; :mod:`.toml` reads the file, :mod:`.csv` a cases
-CSV. Pure Python + stdlib; no image is opened here (image and mask sizes are checked by
-the scorer).
+CSV, :mod:`.seeds` a case's images, :mod:`.cases` checks what TOML and CSV cases share, and
+:mod:`.model` holds the parsed records. Pure Python + stdlib; no image is opened here (image
+and mask sizes are checked by the scorer).
 
 File layout
 ===========
@@ -48,7 +49,8 @@ valid at another level (in TOML every key below a ``[table]`` header belongs to 
 it above the first header). The file is UTF-8, with or without a BOM, or UTF-16 with a BOM.
 
 ``[suite]``
-    ``name`` (non-empty string); the case gates below (defaults for every case); and the
+    ``name`` (non-empty string); ``seeds`` (default images per case, see "seeds" below); the
+    case gates below (defaults for every case); and the
     suite-level gates ``min_alpha_concept``, ``min_alpha_prompt`` (Krippendorff's alpha of the
     scores against the human ratings, in ``[-1, 1]``) and ``min_auc`` (in ``[0, 1]``).
 
@@ -67,6 +69,38 @@ it above the first header). The file is UTF-8, with or without a BOM, or UTF-16 
     concept of the same file. ``id`` defaults to ``"<concept>-<n>"``, ``n`` being the 1-based
     position of the case among the cases of its concept; ids must be unique in the suite
     (explicit and default ids alike). Strings are stripped of surrounding whitespace.
+
+Several images per prompt (seeds)
+    A case may hold several images of its prompt, one per generation seed; its gates then
+    apply to the **mean** of each score over its images (one JSON record per image, with its
+    ``seed``; the failure message says ``mean over 4 seeds: ...``). Two spellings:
+
+    - ``images = ["out/beach_0.png", "out/beach_1.png"]``: the seeds are the positions
+      (0, 1, ...); masks, when given, are ``masks = [...]``, one per image.
+    - ``image = "out/beach_{seed}.png"`` with ``seeds = N`` (an integer >= 1, in the case or
+      as a default in ``[suite]``; the case's wins): the seeds are 0..N-1, ``{seed}``
+      replaced by each. A ``mask``, when given, must hold ``{seed}`` too
+      (``mask = "out/beach_{seed}_mask.png"``).
+
+    Refused, naming the case: both ``image`` and ``images``; ``{seed}`` without ``seeds``;
+    ``seeds`` (the case's or ``[suite]``'s) with an ``image`` that has no ``{seed}``; ``seeds``
+    given in a case with ``images``; ``images`` whose length differs from ``[suite]`` ``seeds``;
+    ``seeds`` below 1 or not an integer; ``{seed}`` in ``images`` or only in ``mask``; ``mask``
+    with ``images`` (use ``masks``) or ``masks`` with ``image``; ``masks`` of another length
+    than ``images``; one image twice (after resolving paths). A one-image case has no seed
+    (``seed`` null in its record); ``images`` with one entry is a one-seed case (seed 0).
+
+    In a cases CSV, a ``seed`` column (a non-negative integer) makes the rows that repeat a
+    case ``id`` with different seeds one case with several images; the rows must agree on
+    everything but ``seed``, ``image`` and ``mask`` (concept, prompt, gates, distractors,
+    ratings). Refused, naming the file and lines: a seeded row without ``id``, a repeated
+    (``id``, ``seed``), rows of one id with and without a seed, rows of one id that disagree.
+    The seeds are the CSV's values, not renumbered.
+
+    A case whose image cannot be read or scored fails with that error on the image's record
+    (naming its seed), and its other images' records say the case's mean could not be
+    formed; a NaN score in any seed makes that score's mean NaN, so its gate fails, naming
+    the seeds that gave NaN.
 
 Gates
     Case gates (``[suite]`` defaults, per-case overrides): ``min_concept``, ``min_prompt``,
@@ -108,7 +142,7 @@ Instead of ``[[cases]]`` tables a suite may say, at the top level, ``cases = "ca
 separated by commas, semicolons or tabs with ``"`` quoting (the separator that splits the
 header into the most known column names; spreadsheets in many locales save semicolon-
 separated "CSV"), and its first row names the columns: ``id``, ``concept``, ``prompt``,
-``image``, ``mask``, the case gates (``min_concept`` …), ``distractors`` (``|``-separated
+``image``, ``mask``, ``seed``, the case gates (``min_concept`` …), ``distractors`` (``|``-separated
 prompts), ``human_concept`` and ``human_prompt`` (``|``-separated numbers). In a semicolon-
 or tab-separated file, numbers may have a decimal comma (``0,6``), as those locales write
 them. ``concept``, ``prompt`` and ``image`` columns are required; the others optional (an
@@ -133,47 +167,32 @@ come with a "did you mean" suggestion. TOML syntax errors keep tomllib's line an
 """
 from __future__ import annotations
 
-import codecs
-import dataclasses
-import difflib
-import os
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, NoReturn, Optional, Sequence
-
-from ..errors import SuiteError
-from ..gates import GATE_RANGES, GATES, HUMAN_SCALE, SUITE_GATES, is_number, valid_gate, valid_rating
-from ..protocols.spec import PROTOCOL_KEYS, ProtocolSpec
+from ..gates import GATES, SUITE_GATES
+from ..protocols.spec import PROTOCOL_KEYS
 
 __all__ = [
-    "CSV_COLUMNS",
-    "Case",
-    "CaseDraft",
-    "Concept",
-    "GATE_KEYS",
-    "SUITE_GATE_KEYS",
-    "Suite",
-    "SuiteFile",
-    "finish_cases",
-    "is_suite_file",
-    "missing_files",
+    "CASE_KEYS", "CASE_REQUIRED", "CONCEPT_KEYS", "CSV_COLUMNS", "GATE_KEYS", "HUMAN_KEYS", "PLACES",
+    "SEED_TOKEN", "SUITE_GATE_KEYS", "SUITE_KEYS", "TOP_KEYS",
 ]
 
 #: Gates of one case: ``[suite]`` defaults, overridable per case. Each in ``[-1, 1]``.
 GATE_KEYS = tuple(GATES)
 #: Gates of the whole suite, ``[suite]`` only.
 SUITE_GATE_KEYS = tuple(SUITE_GATES)
+#: What ``image`` and ``mask`` patterns hold where each seed goes.
+SEED_TOKEN = "{seed}"
 #: Keys of a case, in a ``[[cases]]`` table.
-CASE_KEYS = ("id", "concept", "prompt", "image", "mask", *GATE_KEYS, "human", "distractors")
-#: Fields every case needs.
+CASE_KEYS = ("id", "concept", "prompt", "image", "images", "mask", "masks", "seeds", *GATE_KEYS, "human", "distractors")
+#: Fields every case needs (a TOML case may give ``images`` for ``image``).
 CASE_REQUIRED = ("concept", "prompt", "image")
 #: Keys of ``human``.
 HUMAN_KEYS = ("concept", "prompt")
 #: Columns of a cases CSV.
-CSV_COLUMNS = ("id", "concept", "prompt", "image", "mask", *GATE_KEYS, "distractors", "human_concept", "human_prompt")
+CSV_COLUMNS = ("id", "concept", "prompt", "image", "mask", "seed", *GATE_KEYS, "distractors", "human_concept",
+               "human_prompt")
 #: Keys of the file's top level, of ``[suite]`` and of a ``[concepts.<name>]`` table.
 TOP_KEYS = ("suite", "concepts", "cases", "protocol")
-SUITE_KEYS = ("name", *GATE_KEYS, *SUITE_GATE_KEYS)
+SUITE_KEYS = ("name", "seeds", *GATE_KEYS, *SUITE_GATE_KEYS)
 CONCEPT_KEYS = ("subject", "reference", "reference_mask", "segment_prompt")
 #: Where each kind of key is written: place -> (how messages name it, its keys).
 PLACES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -183,329 +202,3 @@ PLACES: dict[str, tuple[str, tuple[str, ...]]] = {
     "case": ("a [[cases]] table", CASE_KEYS),
     "protocol": ("[protocol]", PROTOCOL_KEYS),
 }
-
-
-@dataclass(frozen=True)
-class Concept:
-    """One concept: its reference images and their masks (absolute, resolved paths; ``None``
-    for each reference when ``reference_mask`` is left out, to be segmented with
-    :attr:`segmentation_text`)."""
-
-    name: str
-    subject: Optional[str]
-    references: tuple[Path, ...]
-    reference_masks: tuple[Optional[Path], ...]
-    segment_prompt: Optional[str] = None
-
-    @property
-    def segmentation_text(self) -> Optional[str]:
-        """What a segmenter looks for in this concept's images: ``segment_prompt``, else ``subject``."""
-        return self.segment_prompt or self.subject
-
-
-@dataclass(frozen=True)
-class Case:
-    """One gated generation: prompt, generated image + mask, effective gates, ratings.
-
-    ``gates`` holds only keys of :data:`GATE_KEYS`; ``human`` maps ``"concept"`` and/or
-    ``"prompt"`` to ratings; ``location`` says where the case was written, for messages.
-    Cases hash (by id, location, prompt and paths) although their dict fields do not.
-    """
-
-    id: str
-    concept: str
-    prompt: str
-    image: Path
-    mask: Optional[Path]  # None: computed by the session's segmenter
-    gates: dict[str, float]
-    distractors: tuple[str, ...]
-    human: dict[str, tuple[float, ...]]
-    location: str
-
-    def __hash__(self) -> int:  # the dict fields are not hashable; equal cases share these
-        return hash((self.id, self.location, self.prompt, self.image, self.mask))
-
-
-@dataclass(frozen=True)
-class Suite:
-    """A parsed, validated suite file."""
-
-    path: Path
-    name: str
-    concepts: dict[str, Concept]
-    cases: tuple[Case, ...]
-    gates: dict[str, float] = field(default_factory=dict)
-    suite_gates: dict[str, float] = field(default_factory=dict)
-    protocol: Optional[ProtocolSpec] = None
-
-    def __hash__(self) -> int:  # the dict fields are not hashable; equal suites share these
-        return hash((self.path, self.name, self.cases))
-
-    def concept_cases(self, concept: str) -> tuple[Case, ...]:
-        """The cases of one concept, in file order; ``KeyError`` for an unknown concept."""
-        if concept not in self.concepts:
-            raise KeyError(f"suite {self.name!r} has no concept {concept!r}{did_you_mean(concept, self.concepts)}")
-        return tuple(case for case in self.cases if case.concept == concept)
-
-
-def is_suite_file(path: str | os.PathLike) -> bool:
-    """Whether a file name matches ``masc_*.toml`` (case-sensitive, non-empty ``*``)."""
-    name = Path(path).name
-    return name.startswith("masc_") and name.endswith(".toml") and len(name) > len("masc_.toml")
-
-
-# --------------------------------------------------------------------------- checks
-
-
-def fail(where: str, message: str) -> NoReturn:
-    raise SuiteError(f"{where}: {message}")
-
-
-def did_you_mean(word: str, options: Sequence[str] | dict) -> str:
-    options = list(options)
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    if close:
-        return f" (did you mean {close[0]!r}?)"
-    if options:
-        return f" (expected one of: {', '.join(repr(o) for o in options)})"
-    return ""
-
-
-def display(path: Path) -> str:
-    """A path for messages: relative to the working directory when under it."""
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-def type_name(value: Any) -> str:
-    return {dict: "table", list: "array", str: "string", bool: "boolean"}.get(type(value), type(value).__name__)
-
-
-def check_keys(
-    where: str, table: dict, allowed: Sequence[str], what: str = "key", place: Optional[str] = None,
-    header: str = "",
-) -> None:
-    """Every key of ``table`` is in ``allowed``; else an error with a close match and, when
-    ``place`` (a key of :data:`PLACES`) is given and the key is valid elsewhere, where it belongs
-    (``header``: the table's TOML header, for keys that belong at the top level)."""
-    for key in table:
-        if key in allowed:
-            continue
-        belongs = belongs_elsewhere(key, place, header) if place else ""
-        if not belongs:
-            fail(where, f"unknown {what} {key!r}{did_you_mean(key, allowed)}")
-        close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.8)  # only a near-miss
-        maybe = f" (did you mean {close[0]!r}?)" if close else ""
-        fail(where, f"unknown {what} {key!r}{maybe}: {belongs}")
-
-
-def belongs_elsewhere(key: str, place: str, header: str = "") -> str:
-    """Where ``key``, unknown in ``place``, is valid (empty: nowhere)."""
-    others = [label for name, (label, keys) in PLACES.items() if name != place and key in keys]
-    if not others:
-        return ""
-    if others == [PLACES["top"][0]]:
-        below = f"every key below the {header} header belongs to that table" if header else \
-            "every key below a [table] header belongs to that table"
-        return f"{key!r} is a top-level key; write it above the first [table] header (in TOML {below})"
-    return f"{key!r} is a key of {' or of '.join(others)}"
-
-
-def decode_text(where: str, raw: bytes, hint: str = "") -> str:
-    """A suite file's or CSV's bytes as text: UTF-8, with or without a BOM, or UTF-16 with its
-    BOM (Excel's "Unicode Text", Notepad's "Unicode"); ``hint`` follows a decoding error."""
-    encoding = "utf-16" if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else "utf-8-sig"
-    try:
-        return raw.decode(encoding)
-    except UnicodeDecodeError as error:
-        fail(where, f"not {'UTF-16' if encoding == 'utf-16' else 'UTF-8'} text ({error}){hint}")
-
-
-def text(where: str, name: str, value: Any) -> str:
-    """A non-empty string, stripped."""
-    if not isinstance(value, str):
-        fail(where, f"{name} must be a string, got {type_name(value)} {value!r}")
-    value = value.strip()
-    if not value:
-        fail(where, f"{name} must not be empty")
-    return value
-
-
-def gate(where: str, name: str, value: Any) -> float:
-    """A gate threshold (:func:`pytest_masc.gates.valid_gate`), as a float."""
-    if not is_number(value):
-        fail(where, f"{name} must be a number, got {type_name(value)} {value!r}")
-    if not valid_gate(name, value):
-        low, high = GATE_RANGES[name]
-        fail(where, f"{name} = {float(value)!r} is outside [{low:g}, {high:g}]")
-    return float(value)
-
-
-def ratings(where: str, name: str, value: Any) -> tuple[float, ...]:
-    """Human ratings (:func:`pytest_masc.gates.valid_rating`): a number or a list of them."""
-    low, high = HUMAN_SCALE
-    values = value if isinstance(value, list) else [value]
-    for item in values:
-        if not is_number(item):
-            fail(where, f"{name} must be numbers (ratings {low:g}..{high:g}), got {type_name(item)} {item!r}")
-        if not valid_rating(item):
-            fail(where, f"{name} rating {float(item):g} is outside {low:g}..{high:g}")
-    return tuple(float(item) for item in values)
-
-
-# --------------------------------------------------------------------------- the file
-
-
-class SuiteFile:
-    """One suite file being loaded: its names for messages and its path rules."""
-
-    def __init__(self, path: Path, check_files: bool) -> None:
-        self.path = Path(os.path.abspath(path))
-        self.directory = self.path.parent
-        self.root = self.directory.resolve()
-        self.check_files = check_files
-        self.name = display(self.path)
-
-    def default_suite_name(self) -> str:
-        stem = self.path.stem
-        return stem[len("masc_"):] if stem.startswith("masc_") and len(stem) > len("masc_") else stem
-
-    def resolve(self, where: str, name: str, value: Any, *, confined: bool = True) -> Path:
-        """``value`` relative to the suite's directory, resolved; ``confined``: it must stay inside."""
-        given = text(where, name, value)
-        candidate = Path(given)
-        if not candidate.is_absolute():
-            candidate = self.directory / candidate
-        resolved = candidate.resolve()
-        if confined and not resolved.is_relative_to(self.root):
-            fail(where, f"{name} {given!r} escapes the suite's directory {self.root} (resolves to {resolved}); "
-                        "suite paths must stay inside the suite file's directory: copy or move the file under "
-                        f"{self.root}, or move the suite file up to a directory that contains both")
-        return resolved
-
-    def file(self, where: str, name: str, value: Any) -> Path:
-        """:meth:`resolve`, and with ``check_files`` an existing file."""
-        path = self.resolve(where, name, value)
-        if self.check_files and not path.is_file():
-            problem = "is a directory, not a file" if path.is_dir() else "not found"
-            fail(where, f"{name} file {value.strip()!r} {problem} (looked for {path})")
-        return path
-
-
-def missing_files(suite: Suite, case: Case) -> list[str]:
-    """Why a case of a suite loaded with ``check_files=False`` cannot be scored: one message
-    per reference, reference mask, image or mask that is not an existing file (empty: none).
-    A mask left out (``None``: the segmenter computes it) is not a file to look for."""
-    root = suite.path.parent.resolve()
-    concept = suite.concepts[case.concept]
-    named = [(f"concept {concept.name!r} reference", path) for path in concept.references]
-    named += [(f"concept {concept.name!r} reference_mask", path) for path in concept.reference_masks]
-    named += [("image", case.image), ("mask", case.mask)]
-    problems = []
-    for name, path in named:
-        if path is not None and not path.is_file():
-            shown = path.relative_to(root) if path.is_relative_to(root) else path
-            problem = "is a directory, not a file" if path.is_dir() else "not found"
-            problems.append(f"{name} file '{shown}' {problem} (looked for {path})")
-    return problems
-
-
-# --------------------------------------------------------------------------- cases
-
-
-@dataclass
-class CaseDraft:
-    """A case as read from TOML or CSV, before the checks both forms share."""
-
-    where: str                           # where the case is, before its id is known
-    fields: dict[str, Any]               # id, concept, prompt, image, mask and gates as given
-    human: dict[str, tuple[float, ...]]  # validated ratings
-    distractors: Optional[list]          # None: not given
-    missing: str                         # message for a missing required field ({key})
-    location: Callable[[str], str]       # case id -> Case.location
-
-
-def finish_cases(
-    drafts: list[CaseDraft], suite_gates: dict[str, float], concepts: dict[str, Concept], suite_file: SuiteFile,
-) -> tuple[Case, ...]:
-    """Validate the fields shared by TOML and CSV cases; default ids and distractors."""
-    counts: dict[str, int] = {}
-    seen: dict[str, str] = {}
-    cases = [_finish_case(draft, suite_gates, concepts, suite_file, counts, seen) for draft in drafts]
-    prompts_by_concept: dict[str, list[str]] = {}
-    for case in cases:
-        prompts = prompts_by_concept.setdefault(case.concept, [])
-        if case.prompt not in prompts:
-            prompts.append(case.prompt)
-    return tuple(
-        case if case.distractors is not None
-        else dataclasses.replace(case, distractors=tuple(p for p in prompts_by_concept[case.concept] if p != case.prompt))
-        for case in cases
-    )
-
-
-def _finish_case(
-    draft: CaseDraft, suite_gates: dict[str, float], concepts: dict[str, Concept], suite_file: SuiteFile,
-    counts: dict[str, int], seen: dict[str, str],
-) -> Case:
-    """One validated case; ``distractors`` is ``None`` when to default (the other prompts)."""
-    where, fields = draft.where, draft.fields
-    for key in CASE_REQUIRED:
-        if key not in fields:
-            fail(where, draft.missing.format(key=key))
-    concept = text(where, "concept", fields["concept"])
-    if concept not in concepts:
-        fail(where, f"unknown concept {concept!r}{did_you_mean(concept, concepts)}")
-    counts[concept] = counts.get(concept, 0) + 1
-    case_id = text(where, "id", fields["id"]) if "id" in fields else f"{concept}-{counts[concept]}"
-    location = draft.location(case_id)
-    if case_id in seen:
-        fail(suite_file.name, f"duplicate case id {case_id!r}: {seen[case_id]} and {location}")
-    seen[case_id] = location
-    where = location
-    prompt = text(where, "prompt", fields["prompt"])
-    image = suite_file.file(where, "image", fields["image"])
-    mask = suite_file.file(where, "mask", fields["mask"]) if "mask" in fields else None
-    if mask is None and concepts[concept].segmentation_text is None:
-        fail(where, f"no mask, and concept {concept!r} has neither subject nor segment_prompt to segment "
-                    "the image with: give mask = ..., or a subject")
-    own_gates = {k: gate(where, k, fields[k]) for k in GATE_KEYS if k in fields}
-    merged = {**suite_gates, **own_gates}
-    return Case(
-        id=case_id,
-        concept=concept,
-        prompt=prompt,
-        image=image,
-        mask=mask,
-        gates={k: merged[k] for k in GATE_KEYS if k in merged},
-        distractors=_distractors(where, draft.distractors, prompt),
-        human=dict(draft.human),
-        location=location,
-    )
-
-
-def _distractors(where: str, given: Optional[list], prompt: str) -> Optional[tuple[str, ...]]:
-    if given is None:
-        return None
-    distractors: list[str] = []
-    for number, item in enumerate(given):
-        item = text(where, f"distractors[{number}]", item)
-        if item == prompt:
-            fail(where, f"distractors[{number}] is the case's own prompt {prompt!r}")
-        if item not in distractors:
-            distractors.append(item)
-    return tuple(distractors)
-
-
-def check_suite_gates(where: str, suite_gates: dict[str, float], protocol: Optional[ProtocolSpec]) -> None:
-    """A suite-level gate must be one the suite can compute, or it would never be checked."""
-    kind = protocol.kind if protocol else None
-    for name in suite_gates:
-        if name == "min_auc" and kind != "orida":
-            fail(where, "min_auc gates the identity AUC of an ORIDa protocol: add "
-                        "[protocol] kind = \"orida\" or remove it")
-        if name.startswith("min_alpha_") and kind == "orida":
-            fail(where, f"{name} gates agreement with human ratings, which an ORIDa protocol has "
-                        "none of (use min_auc)")

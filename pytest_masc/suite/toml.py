@@ -1,5 +1,5 @@
 """Reading a suite file: ``load_suite`` parses the TOML (cases from ``[[cases]]`` tables or a
-CSV) into a validated :class:`~pytest_masc.suite.schema.Suite`; the format is in
+CSV) into a validated :class:`~pytest_masc.suite.model.Suite`; the format is in
 :mod:`pytest_masc.suite.schema`."""
 from __future__ import annotations
 
@@ -15,32 +15,18 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 from ..protocols.spec import AUTO_MASKS, PATH_KEYS, PROTOCOL_KEYS, ProtocolError, ProtocolSpec
+from .cases import CaseDraft, check_suite_gates, finish_cases
+from .checks import check_keys, decode_text, fail, gate, ratings, seed_count, text, type_name
 from .csv import read_csv_cases
-from .schema import (
-    CASE_KEYS,
-    CONCEPT_KEYS,
-    GATE_KEYS,
-    HUMAN_KEYS,
-    SUITE_GATE_KEYS,
-    SUITE_KEYS,
-    TOP_KEYS,
-    CaseDraft,
-    Concept,
-    Suite,
-    SuiteFile,
-    check_keys,
-    check_suite_gates,
-    decode_text,
-    fail,
-    finish_cases,
-    gate,
-    ratings,
-    text,
-    type_name,
-)
+from .files import SuiteFile
+from .model import Concept, Suite
+from .schema import CASE_KEYS, CONCEPT_KEYS, GATE_KEYS, HUMAN_KEYS, SUITE_GATE_KEYS, SUITE_KEYS, TOP_KEYS
+from .seeds import toml_images
 
 __all__ = ["load_suite"]
 
+#: keys of a case that :func:`~pytest_masc.suite.seeds.toml_images` reads
+_IMAGE_KEYS = ("image", "images", "mask", "masks", "seeds")
 _CASES_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*cases[ \t]*\]\]", re.MULTILINE)
 
 
@@ -67,12 +53,13 @@ def load_suite(path: str | os.PathLike, *, check_files: bool = True) -> Suite:
     name = text(where, "name", suite_table["name"]) if "name" in suite_table else suite_file.default_suite_name()
     gates = {k: gate(where, k, suite_table[k]) for k in GATE_KEYS if k in suite_table}
     suite_gates = {k: gate(where, k, suite_table[k]) for k in SUITE_GATE_KEYS if k in suite_table}
+    seeds = seed_count(where, suite_table["seeds"]) if "seeds" in suite_table else None
     concepts = {
         concept_name: _concept(suite_file, concept_name, entry)
         for concept_name, entry in _table(suite_file.name, "[concepts]", data.get("concepts", {})).items()
     }
     protocol = _protocol(suite_file, data["protocol"]) if "protocol" in data else None
-    drafts = _case_drafts(suite_file, data.get("cases"), source)
+    drafts = _case_drafts(suite_file, data.get("cases"), source, seeds)
     if not drafts and protocol is None:
         fail(suite_file.name, "the suite has no cases: add [[cases]] tables, cases = \"cases.csv\", or a [protocol] table")
     check_suite_gates(where, suite_gates, protocol)
@@ -162,23 +149,27 @@ def _protocol(suite_file: SuiteFile, value: Any) -> ProtocolSpec:
         fail(where, str(error).removeprefix(f"{where}: "))
 
 
-def _case_drafts(suite_file: SuiteFile, raw_cases: Any, source: str) -> list[CaseDraft]:
+def _case_drafts(suite_file: SuiteFile, raw_cases: Any, source: str, seeds: Optional[int]) -> list[CaseDraft]:
     if isinstance(raw_cases, str):
+        if seeds is not None:
+            fail(f"{suite_file.name}, [suite]", f"seeds = {seeds} is for [[cases]] tables; a cases CSV gives "
+                                                "each image's seed in its seed column")
         return read_csv_cases(suite_file, raw_cases)
     if isinstance(raw_cases, list):
-        return _toml_cases(suite_file, raw_cases, source)
+        return _toml_cases(suite_file, raw_cases, source, seeds)
     if raw_cases is None:
         return []
     fail(suite_file.name, f"cases must be an array of [[cases]] tables or the path of a CSV file, got {type_name(raw_cases)}")
 
 
-def _toml_cases(suite_file: SuiteFile, entries: list, source: str) -> list[CaseDraft]:
+def _toml_cases(suite_file: SuiteFile, entries: list, source: str, seeds: Optional[int]) -> list[CaseDraft]:
     header_lines = [source.count("\n", 0, m.start()) + 1 for m in _CASES_HEADER.finditer(source)]
     lines: list[Optional[int]] = header_lines if len(header_lines) == len(entries) else [None] * len(entries)
-    return [_toml_case(suite_file, index, entry, line) for index, (entry, line) in enumerate(zip(entries, lines), start=1)]
+    return [_toml_case(suite_file, index, entry, line, seeds)
+            for index, (entry, line) in enumerate(zip(entries, lines), start=1)]
 
 
-def _toml_case(suite_file: SuiteFile, index: int, entry: Any, line: Optional[int]) -> CaseDraft:
+def _toml_case(suite_file: SuiteFile, index: int, entry: Any, line: Optional[int], seeds: Optional[int]) -> CaseDraft:
     at_line = f" (line {line})" if line else ""
     where = f"{suite_file.name}, case #{index}{at_line}"
     entry = _table(where, "a case", entry)
@@ -195,7 +186,8 @@ def _toml_case(suite_file: SuiteFile, index: int, entry: Any, line: Optional[int
         fail(where, f"distractors must be an array of prompts, got {type_name(distractors)} {distractors!r}")
     return CaseDraft(
         where=where,
-        fields={k: v for k, v in entry.items() if k not in ("human", "distractors")},
+        fields={k: v for k, v in entry.items() if k not in ("human", "distractors", *_IMAGE_KEYS)},
+        images=toml_images(where, entry, seeds),
         human={k: r for k, v in human.items() if (r := ratings(where, f"human.{k}", v))},
         distractors=distractors,
         missing="missing required key {key!r}",
