@@ -110,15 +110,11 @@ def case_verdict(records: Sequence[Record]) -> Record:
     return mean
 
 
-#: the diagnostics a mean record keeps: those of the prompt and of why a mean is NaN (patch
-#: counts differ by seed: each seed's record has its own)
-_CASE_EXTRAS = ("fg_threshold", "prompt_text", "subject_found", "prompt_truncated", "background_patches")
-
-
 def mean_record(records: Sequence[Record]) -> Record:
     """A case's seeds as one record: each score the mean over the seeds (``None``, NaN, when a
-    seed's is), the case's fields from the first seed, the prompt's diagnostics from the first
-    seed whose PF is NaN (else the first)."""
+    seed's is), the case's fields from the first seed, the diagnostics (patch counts, the PF
+    text: what explains a NaN) of the first seed whose PF is NaN, else of the first seed; its
+    ``image`` says which."""
     first = records[0]
 
     def mean(values: list[Optional[float]]) -> Optional[float]:
@@ -126,15 +122,15 @@ def mean_record(records: Sequence[Record]) -> Record:
 
     prompts = list(dict.fromkeys(p for r in records for p in r.distractor_prompts))
     references = max(len(r.concept_per_reference) for r in records)
-    nan_extras = next((r.extras for r in records if r.scores.get("prompt") is None), first.extras)
+    shown = next((r for r in records if r.scores.get("prompt") is None), first)
     return dataclasses.replace(
         first,
-        image=f"{len(records)} images, one per seed (below)",
+        image=f"{len(records)} images, one per seed (below); diagnostics of seed {shown.seed}",
         scores={key: mean([r.scores.get(key) for r in records]) for key in first.scores},
         concept_per_reference=[mean([r.concept_per_reference[i] if i < len(r.concept_per_reference) else None
                                      for r in records]) for i in range(references)],
         distractor_prompts={p: mean([r.distractor_prompts.get(p) for r in records]) for p in prompts},
-        extras={k: v for k, v in nan_extras.items() if k in _CASE_EXTRAS}, failures=[], seed=None, panel=None,
+        extras=dict(shown.extras), failures=[], seed=None, panel=None,
         computed_masks=[],
     )
 
