@@ -98,12 +98,16 @@ class MascSession:
         return self._model
 
     def run_metadata(self) -> dict[str, Any]:
-        """Model id, revision, device, dtype and encode counts of this process."""
+        """Model id, revision, device, dtype, encode counts and environment (torch, transformers,
+        attention: :func:`pytest_masc.metric.canary.environment`) of this process."""
         options = self.settings.model_options
         meta: dict[str, Any] = {"model": options.model, "revision": options.revision}
         if self._model is not None:
+            from ..metric.canary import environment
+
             meta.update(self._model.describe())
             meta.update(self._model.stats.as_dict())
+            meta["environment"] = environment(self._model)
         if self.ray_scored:
             meta["ray"] = self.settings.ray
         meta["load_seconds"] = self.load_seconds

@@ -351,7 +351,8 @@ class _Table:
 @dataclass(frozen=True)
 class RowComparison:
     """One row (module doc). ``cases_needed`` (inconclusive rows): cases at ``seeds`` seeds each
-    that would decide it with power :data:`DECISION_POWER` at the observed ``sd``; ``failed``: fails the session."""
+    that would decide it with power :data:`DECISION_POWER` at the observed ``sd``; ``failed``: fails the session;
+    ``note``: why the verdict was changed after the test (empty when it was not)."""
 
     suite: str
     concept: str
@@ -370,6 +371,7 @@ class RowComparison:
     n_excluded: int
     n_unpaired: int
     n_unequal_seeds: int
+    note: str = ""  # why a verdict was changed after the test (the metric-drift canary)
 
 
 @dataclass(frozen=True)
