@@ -13,6 +13,7 @@ from .model import PathLike
 #: verdict -> RGB colour of its rows (and its legend entry)
 VERDICT_COLOURS = {"regressed": (192, 38, 38), "non-inferior": (34, 139, 60), "inconclusive": (214, 140, 0)}
 ROW_HEIGHT, LABEL_WIDTH, PLOT_WIDTH, TEXT_WIDTH, MARGIN = 26, 280, 420, 300, 14
+LEGEND_HEIGHT = 50  #: the axis labels and the legend, below the rows
 FILE_NAME = "masc-release-forest.png"  #: its name under ``--masc-artifacts``
 
 
@@ -53,7 +54,7 @@ def forest_image(result: ReleaseComparison, title: str = "") -> Image.Image:
     rows = list(result.rows)
     font, small = _font(13), _font(11)
     top = MARGIN + (22 if title else 0) + 18
-    height = top + ROW_HEIGHT * max(1, len(rows)) + 50
+    height = top + ROW_HEIGHT * max(1, len(rows)) + LEGEND_HEIGHT
     width = LABEL_WIDTH + PLOT_WIDTH + TEXT_WIDTH + 2 * MARGIN
     image = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(image)
@@ -107,4 +108,4 @@ def write_forest_plot(path: PathLike, result: ReleaseComparison, title: str = ""
     return path
 
 
-__all__ = ["FILE_NAME", "VERDICT_COLOURS", "forest_image", "write_forest_plot"]
+__all__ = ["FILE_NAME", "LEGEND_HEIGHT", "VERDICT_COLOURS", "forest_image", "write_forest_plot"]

@@ -213,6 +213,8 @@ def compare_sides(before: Side, after: Side, *, concepts: Optional[set[str]] = N
         result = compare_cases(before.table(after, shared), after.table(before, shared), max_drop=max_drop,
                                confidence=confidence, n_resamples=n_resamples, seed=seed,
                                require_noninferior=require_noninferior)
+    except ReportError:
+        raise
     except ValueError as error:
         raise ReportError(f"{before.name} vs {after.name}: {error}") from None
     drift = canary_drift(before, after)

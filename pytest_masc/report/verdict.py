@@ -6,7 +6,7 @@ from typing import Any, Optional, Sequence
 
 from ..gates import Record
 from .baseline import BaselineUpdate
-from .compare import DEFAULT_MAX_DROP, BaselineComparison, check_baseline
+from .baseline_check import DEFAULT_MAX_DROP, BaselineComparison, check_baseline
 from .frame import records_frame, scored_rows
 from .model import PYTEST_FLAGS, Flags, PathLike, Report
 from .release import report_side

@@ -21,7 +21,8 @@ hold the same seeds :math:`S`; unequal seed sets keep every seed of each side (t
 Interval ``[low, high]``: studentized (bootstrap-t) case bootstrap; a resample draws ``n`` cases
 with replacement (seeds stay with their case) and gives :math:`T^* = (\\hat\\delta^* - \\hat\\delta)/se^*`;
 with :math:`q_p` its ``p`` quantile and :math:`\\alpha = 1 - \\text{confidence}`:
-:math:`[\\hat\\delta - q_{1-\\alpha/2}\\, se,\\ \\hat\\delta - q_{\\alpha/2}\\, se]`.
+:math:`[\\hat\\delta - q_{1-\\alpha/2}\\, se,\\ \\hat\\delta - q_{\\alpha/2}\\, se]`. Under 8 cases (or
+where a quantile is infinite) the paired t interval :math:`\\hat\\delta \\pm t_{n-1, \\alpha/2}\\, se` instead.
 
 Drop test: :math:`p = P(T_{n-1} \\le t)` (one-sided paired t on case deltas: the upper bound
 :math:`\\hat\\delta + t_{n-1,a}\\, se` is below 0 iff :math:`p < a`), Holm-adjusted over all ``m`` rows
@@ -53,6 +54,9 @@ KEY_COLUMNS = ("suite", "concept", "case_id")
 VERDICTS = ("regressed", "non-inferior", "inconclusive")
 DECISION_POWER = 0.8  #: power at which ``cases_needed`` decides an inconclusive row
 _CHUNK_ELEMENTS, _ZERO_SD = 2_000_000, 1e-12  # resampled values per chunk; sd below this: all deltas equal
+#: fewer cases: the paired t interval (a resample of n cases repeats one case n times with
+#: chance n^(1-n), 1/9 at 3 cases, and its T* is infinite: the bootstrap cannot resolve its tails)
+_MIN_BOOTSTRAP_CASES = 8
 _NORMAL = NormalDist()
 _HERMITE = np.polynomial.hermite_e.hermegauss(32)  # nodes, weights for E over N(0, 1) (x sqrt(2 pi))
 
@@ -211,8 +215,11 @@ def _estimates(rows: _Rows, confidence: float, n_resamples: int, seed: int):
         se = sd[tested] / np.sqrt(sizes[tested])
         low[tested] = delta[tested] - np.quantile(t_star, 1 - alpha / 2, axis=0, method="higher") * se
         high[tested] = delta[tested] - np.quantile(t_star, alpha / 2, axis=0, method="lower") * se
-        for r, t in zip(np.flatnonzero(tested), delta[tested] / se):
+        for r, t, error in zip(np.flatnonzero(tested), delta[tested] / se, se):
             p[r] = t_sf(-t, int(sizes[r]) - 1) if t < 0 else 1.0 - t_sf(t, int(sizes[r]) - 1)
+            if sizes[r] < _MIN_BOOTSTRAP_CASES or not (np.isfinite(low[r]) and np.isfinite(high[r])):
+                half = t_quantile(alpha / 2, int(sizes[r]) - 1) * error  # the paired t interval
+                low[r], high[r] = delta[r] - half, delta[r] + half
     return delta, sd, low, high, p
 
 
