@@ -5,14 +5,8 @@ arrays, or a ``pandas.DataFrame``): ``suite``, ``concept``, ``case_id``, optiona
 (absent: one seed per case) and one score column per metric (``CP``, ``PF``); NaN, None or inf
 is a missing score. A case is ``(suite, concept, case_id)``, a *row* ``(suite, concept, metric)``.
 
-Each side of a case is averaged over its finite seeds; the case delta
-
-.. math::
-
-    d_c = \\bar a_c - \\bar b_c = \\tfrac{1}{|S_a|}\\textstyle\\sum_{s \\in S_a} a_{cs}
-        - \\tfrac{1}{|S_b|}\\sum_{s \\in S_b} b_{cs}
-
-equals the mean of per-seed differences :math:`\\frac1{|S|}\\sum_s (a_{cs} - b_{cs})` when both sides
+Each side of a case is averaged over its finite seeds (:math:`S_a`, :math:`S_b`); the case delta
+:math:`d_c = \\bar a_c - \\bar b_c` equals the mean of per-seed differences :math:`\\frac1{|S|}\\sum_s (a_{cs} - b_{cs})` when both sides
 hold the same seeds :math:`S`; unequal seed sets keep every seed of each side (the case counts in
 ``n_unequal_seeds``). A case with no finite score on one side leaves the row and counts in
 ``n_excluded``; a case on one side only counts in ``n_unpaired``. Per row, over ``n`` cases:
@@ -54,9 +48,7 @@ KEY_COLUMNS = ("suite", "concept", "case_id")
 VERDICTS = ("regressed", "non-inferior", "inconclusive")
 DECISION_POWER = 0.8  #: power at which ``cases_needed`` decides an inconclusive row
 _CHUNK_ELEMENTS, _ZERO_SD = 2_000_000, 1e-12  # resampled values per chunk; sd below this: all deltas equal
-#: fewer cases: the paired t interval (a resample of n cases repeats one case n times with
-#: chance n^(1-n), 1/9 at 3 cases, and its T* is infinite: the bootstrap cannot resolve its tails)
-_MIN_BOOTSTRAP_CASES = 8
+_MIN_BOOTSTRAP_CASES = 8  # fewer: paired t interval (n draws of one case, chance n^(1-n), give T* = inf)
 _NORMAL = NormalDist()
 _HERMITE = np.polynomial.hermite_e.hermegauss(32)  # nodes, weights for E over N(0, 1) (x sqrt(2 pi))
 
