@@ -328,3 +328,24 @@ def test_masc_baseline_from_another_environment_scores_the_canary(pytester, suit
         "  WARNING inconclusive dog-release::dog CP: * the drop 0.0500 is within the metric's own drift 0.0600 CP *",
     ])
     assert json.loads((suite_dir / "run.json").read_text())["canary"]["scores"]["CP"]  # the run carries it for merge
+
+
+def test_merge_checks_the_canary_the_shards_carry(tmp_path, capsys):
+    """Shards scored in another environment carry their canary: the merge turns a drop within
+    its drift into inconclusive, as the session would."""
+    old = {"items": ["a", "b"], "scores": {"CP": [0.9, 0.8], "PF": [0.1, 0.2]}}
+    baseline = report.baseline_payload(_records({}), settings=SETTINGS, environment=ENVIRONMENT, canary=old)
+    (tmp_path / "baseline.json").write_text(json.dumps(baseline))
+    new = {"items": ["a", "b"], "scores": {"CP": [0.82, 0.72], "PF": [0.1, 0.2]}}
+    records = _records({"cat": -0.06}, seed=1)
+    elsewhere = {**ENVIRONMENT, "device": "cuda NVIDIA H100"}
+    shards = [write_run(tmp_path / "s1.json", [r for r in records if r.concept != "bird"], new, elsewhere),
+              write_run(tmp_path / "s2.json", [r for r in records if r.concept == "bird"], new, elsewhere)]
+    code, out, _ = _cli(capsys, "merge", *shards, f"--baseline={tmp_path / 'baseline.json'}")
+    assert code == 0, out
+    assert ("  the metric itself moved by 0.0800 CP and 0.0000 PF on the canary between device cpu and "
+            "cuda NVIDIA H100") in out
+    assert any(line.startswith("  WARNING inconclusive zoo::cat CP: ") and "within the metric's own drift 0.0800 CP" in line
+               for line in out)
+    code, out, _ = _cli(capsys, "merge", *shards, f"--baseline={tmp_path / 'baseline.json'}", "--require-noninferior")
+    assert code == 1 and any(line.startswith("  INCONCLUSIVE zoo::cat: CP ") for line in out)

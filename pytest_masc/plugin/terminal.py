@@ -38,15 +38,16 @@ def session_report(state: "MascSession", exitstatus: Optional[int] = None) -> "R
 
 
 def _canary_needed(state: "MascSession", report: "Report", compare: bool) -> bool:
-    """Whether this run scores the canary: to write a baseline, or to compare with a baseline
-    that holds canary scores from another environment."""
+    """Whether this run needs the canary's scores: to write a baseline, to compare with a
+    baseline that holds canary scores from another environment, or for its ``--masc-json`` (so
+    that a merge of shards can check the drift)."""
     from ..report import ReportError, read_baseline
     from ..report.release import environment_changes
 
     settings = state.settings
-    if not report.records or not (state.model_loaded or state.worker_runs) or settings.baseline is None:
+    if not report.records or not (state.model_loaded or state.worker_runs):
         return False
-    if settings.update_baseline:
+    if settings.update_baseline or (settings.json is not None and state.model_loaded):
         return True
     if not compare:
         return False
@@ -57,16 +58,19 @@ def _canary_needed(state: "MascSession", report: "Report", compare: bool) -> boo
     return bool(baseline.get("canary")) and bool(environment_changes(baseline.get("environment") or {}, report.environment))
 
 
-def score_session_canary(state: "MascSession") -> Optional[dict]:
-    """The canary scored with the session's model (loaded here if no process of this session
-    has it, as an xdist controller), or None when it cannot load."""
+def session_canary(state: "MascSession", report: "Report", compare: bool) -> Optional[dict]:
+    """The canary's scores: sent by a worker, scored here before, or scored now when needed
+    (with the session's model, loaded here if no process of this session has it); None when
+    not needed or the model cannot load."""
     from ..errors import MaSCError
-    from ..metric.canary import score_canary
 
+    if state.canary is not None or not _canary_needed(state, report, compare):
+        return state.canary
     try:
-        return score_canary(state.model())
+        state.model()
     except (MaSCError, ValueError, RuntimeError):
         return None
+    return state.session_canary()
 
 
 def finish_session(state: "MascSession", exitstatus: Optional[int] = None) -> bool:
@@ -83,10 +87,9 @@ def finish_session(state: "MascSession", exitstatus: Optional[int] = None) -> bo
         state.worker_runs.append(state.run_metadata())
     report = session_report(state, exitstatus)
     compare = settings.baseline is not None and not settings.update_baseline
-    if _canary_needed(state, report, compare):
-        report.canary = score_session_canary(state)
-        if report.canary and not report.environment:
-            report.environment = dict(report.canary["environment"])
+    report.canary = session_canary(state, report, compare)
+    if report.canary and not report.environment:
+        report.environment = dict(report.canary["environment"])
     evaluation = evaluate(
         report, baseline=settings.baseline if compare else None, max_drop=settings.max_drop,
         allow_mismatch=settings.allow_baseline_mismatch, baseline_skip=settings.baseline_skip,
