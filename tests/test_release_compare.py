@@ -349,3 +349,9 @@ def test_merge_checks_the_canary_the_shards_carry(tmp_path, capsys):
                for line in out)
     code, out, _ = _cli(capsys, "merge", *shards, f"--baseline={tmp_path / 'baseline.json'}", "--require-noninferior")
     assert code == 1 and any(line.startswith("  INCONCLUSIVE zoo::cat: CP ") for line in out)
+
+
+def test_require_noninferior_ini_value_must_be_a_boolean(pytester, suite_dir, tiny_model_dir):
+    result = run(pytester, tiny_model_dir, "-o", "masc_require_noninferior=maybe")
+    assert result.ret == 4
+    result.stderr.fnmatch_lines(["*-o masc_require_noninferior: 'maybe' is not true or false*"])
