@@ -17,7 +17,8 @@ Printed per seed-noise level:
   (how often that row is ``regressed``), how often any other row is, and how often the point rule
   fails those releases;
 * timing lines: 10,000 cases x 4 seeds per release, 2,000 resamples (wall and CPU time), in
-  100 concepts and in 3.
+  100 concepts and in 3, and through ``pytest_masc.report.compare`` on two version-4 baselines
+  (``--timing``: only these).
 
 ``--method-check`` instead compares the drop test's power as a paired t test and as a
 bootstrap-t test at Holm's first level for 6 and 300 rows, and measures the coverage of the
@@ -121,6 +122,25 @@ def timing(rng, cases: int = 10_000, seeds: int = 4, concepts: int = 100, n_resa
             f"{n_resamples:,} resamples: {wall:.2f} s wall, {cpu:.2f} s CPU (load average {os.getloadavg()[0]:.1f})")
 
 
+def timing_through_report(rng, cases: int = 10_000, seeds: int = 4, concepts: int = 100,
+                          n_resamples: int = 2000) -> str:
+    """The same comparison through :func:`pytest_masc.report.compare` on two version-4 baselines
+    (one record per case and seed): reading the records, pairing, the statistics."""
+    from pytest_masc.report import compare
+
+    sides = []
+    for table in release_pair(rng, concepts, -(-cases // concepts), seeds, 0.03):
+        records = [{"suite": "s", "concept": f"c{c}", "case_id": f"p{k}", "seed": int(s), "CP": float(cp), "PF": float(pf)}
+                   for c, k, s, cp, pf in zip(table["concept"], table["case_id"], table["seed"], table["CP"], table["PF"])]
+        sides.append({"version": 4, "records": records, "concepts": {}})
+    wall, cpu = time.perf_counter(), time.process_time()
+    comparison = compare(*sides, n_resamples=n_resamples)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return (f"timing through report.compare: {len(sides[0]['records']) // seeds:,} cases x {seeds} seeds "
+            f"({len(comparison.rows)} rows), {n_resamples:,} resamples: {wall:.2f} s wall, {cpu:.2f} s CPU "
+            f"(load average {os.getloadavg()[0]:.1f})")
+
+
 def interval_coverage(rng, n: int, rows: int, draw) -> float:
     """Share of ``rows`` bootstrap-t intervals (95%) of ``n`` case deltas each, drawn by
     ``draw(rng, shape)`` with mean 0, that hold 0 (one :func:`compare_cases` call, one concept a row)."""
@@ -175,6 +195,7 @@ def main(argv=None) -> int:
     parser.add_argument("--levels", type=float, nargs="+", default=list(LEVELS), help="seed-noise sd levels")
     parser.add_argument("--max-drop", type=float, default=0.02)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--timing", action="store_true", help="only the timing lines")
     parser.add_argument("--method-check", action="store_true",
                         help="only compare the paired t and bootstrap-t drop tests (why the rule uses the t test)")
     args = parser.parse_args(argv)
@@ -182,6 +203,9 @@ def main(argv=None) -> int:
     if args.method_check:
         print("drop test power where the paired t test has 80% (normal case deltas):")
         print("\n".join(method_check(rng)))
+        return 0
+    if args.timing:
+        print("\n".join([timing(rng), timing(rng, concepts=3), timing_through_report(rng)]))
         return 0
     mc = (0.05 * 0.95 / args.releases) ** 0.5
     print(f"{args.releases:,} release pairs per cell; 3 concepts x 2 metrics, prompt sd 0.05, max_drop {args.max_drop}; "
@@ -199,6 +223,7 @@ def main(argv=None) -> int:
               f"       | {power:5.3f}  {other:5.3f}  {point:5.3f}")
     print(timing(rng))
     print(timing(rng, concepts=3))
+    print(timing_through_report(rng))
     return 0
 
 

@@ -38,7 +38,8 @@ def test_a_baseline_follows_the_checkpoint_not_the_name_it_was_given(pytester, p
     for name in (project / "ckpt" / "x", "./ckpt/../ckpt/x"):  # the same directory, named otherwise
         same = run(pytester, name, "--masc-baseline=baseline.json")
         assert same.ret == 0, same.stdout.str()
-        same.stdout.fnmatch_lines([f"baseline {baseline}: no concept dropped more than 0.02 (1 concept compared)"])
+        same.stdout.fnmatch_lines([f"baseline {baseline}: no concept regressed by more than 0.02 (1 concept compared, "
+                                   "case by case: paired by case, seeds averaged)"])
     shutil.copytree(project / "ckpt" / "x", project / "elsewhere" / "copy")  # the same files elsewhere
     assert run(pytester, project / "elsewhere" / "copy", "--masc-baseline=baseline.json").ret == 0
 

@@ -471,20 +471,28 @@ def test_baseline_update_then_regression_fails_the_session(pytester, suite_dir, 
     first = run(pytester, tiny_model_dir, "--masc-baseline=baseline.json", "--masc-update-baseline")
     assert first.ret == 0
     data = read_json(baseline)
-    assert set(data["cases"]) == {"masc_dogs.toml::dog-beach", "masc_dogs.toml::dog-2", "masc_dogs.toml::dog-self"}
+    assert data["version"] == 4
+    assert {(r["key"], r["case_id"], r["seed"]) for r in data["records"]} == {
+        ("masc_dogs.toml::dog-beach", "dog-beach", None), ("masc_dogs.toml::dog-2", "dog-2", None),
+        ("masc_dogs.toml::dog-self", "dog-self", None),
+    }
     assert "dog-release::dog" in data["concepts"]
+    assert data["environment"]["dtype"] == "float32" and data["environment"]["device"] == "cpu"
+    assert len(data["canary"]["scores"]["CP"]) == 4  # the canary, scored in this environment
     first.stdout.fnmatch_lines(["*baseline written to*baseline.json (3 cases, 1 concept)*"])
 
     same = run(pytester, tiny_model_dir, "--masc-baseline=baseline.json")
     assert same.ret == 0
-    same.stdout.fnmatch_lines(["*no concept dropped more than 0.02*"])
+    same.stdout.fnmatch_lines(["*no concept regressed by more than 0.02 (1 concept compared, case by case*",
+                               "*dog-release::dog  3 x 1 *+0.0000 ?+0.0000, +0.0000? *non-inferior*"])
 
-    data["concepts"]["dog-release::dog"]["concept"] += 0.05
+    for record in data["records"]:  # every case 0.05 better in the baseline: a drop of 0.05 now
+        record["CP"] += 0.05
     baseline.write_text(json.dumps(data))
     worse = run(pytester, tiny_model_dir, "--masc-baseline=baseline.json")
     worse.assert_outcomes(passed=3)
     assert worse.ret == 1
-    worse.stdout.fnmatch_lines(["*REGRESSION dog-release::dog: mean CP * dropped 0.05* below the baseline*"])
+    worse.stdout.fnmatch_lines(["*REGRESSION dog-release::dog: mean CP dropped 0.0500, more than max_drop 0.02 *"])
     tolerant = run(pytester, tiny_model_dir, "--masc-baseline=baseline.json", "--masc-max-drop", "0.1")
     assert tolerant.ret == 0
 

@@ -142,7 +142,7 @@ def test_json_and_baseline_files_get_the_umask_default_mode(tmp_path, umask, mod
 def test_compare_names_concepts_on_one_side_only_and_checks_version_1_baselines(tmp_path):
     records = [_record("a", "dog", 0.8), _record("b", "cat", 0.7)]
     baseline = report.baseline_payload(records, settings=SETTINGS)
-    assert {k: baseline[k] for k in report.SETTINGS} == SETTINGS and baseline["version"] == 3
+    assert {k: baseline[k] for k in report.SETTINGS} == SETTINGS and baseline["version"] == 4
     baseline["concepts"]["s::bird"] = {"concept": 0.5, "prompt": 0.1, "cases": 1}
     del baseline["concepts"]["s::cat"]
     result = report.compare_baseline(baseline, records, 0.02, settings=SETTINGS, path="b.json")

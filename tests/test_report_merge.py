@@ -113,7 +113,9 @@ def test_merged_shards_reproduce_the_single_run(pytester, tiny_model_dir, capsys
     shards = [pytester.path / "shard-a.json", pytester.path / "shard-b.json"]
     merged = report.merge([report.load(p) for p in shards])
     baseline = report.baseline_payload(merged.records, merged.runs, merged.settings)
-    baseline["concepts"]["dog-release::dog"]["concept"] += 0.03
+    for record in baseline["records"]:  # the same images score the same: every dog case drops by 0.03
+        if (record["suite"], record["concept"]) == ("dog-release", "dog"):
+            record["CP"] += 0.03
     (pytester.path / "baseline.json").write_text(json.dumps(baseline))
 
     single = run(pytester, tiny_model_dir, "--masc-json=single.json", "--masc-baseline=baseline.json")
@@ -131,7 +133,10 @@ def test_merged_shards_reproduce_the_single_run(pytester, tiny_model_dir, capsys
     assert merged_lines[1].endswith("over 2 processes")
     assert [line for line in merged_lines if "REGRESSION" in line] == [
         line for line in single_lines if "REGRESSION" in line
-    ] and any(line.startswith("  REGRESSION dog-release::dog: mean CP") for line in merged_lines)
+    ] and any(line.startswith("  REGRESSION dog-release::dog: mean CP dropped 0.0300") for line in merged_lines)
+    assert [line for line in merged_lines if "dog-release::dog" in line and "regressed" in line] == [
+        line for line in single_lines if "dog-release::dog" in line and "regressed" in line
+    ] != []  # the comparison table of the merge is the single run's
     assert "agreement with human ratings, all suites pooled (Krippendorff's alpha, interval; 95% bootstrap CI):" in merged_lines
     assert not any("SUITE GATE FAILED" in line for line in merged_lines)  # 4 rated cases together give an alpha
     assert any(re.fullmatch(r"  dog-release  min_alpha_concept -1: alpha -?\d\.\d+ \[.*\] over 4 rated cases: passed", line)
@@ -245,7 +250,7 @@ def test_read_gives_one_row_per_case_with_flat_columns(tmp_path):
     second = write_shard(tmp_path / "shard-2.json", [_record("m.toml::c", 0.7)])
     frame = report.read([first, second])
     assert list(frame.columns) == [
-        "source", "nodeid", "check_index", "kind", "suite", "concept", "case_id", "prompt", "subject", "image",
+        "source", "nodeid", "check_index", "kind", "suite", "concept", "case_id", "seed", "prompt", "subject", "image",
         "scores.concept", "scores.prompt", "scores.global_concept", "scores.global_prompt", "scores.prompt_margin",
         "gates.min_concept", "gates.min_prompt", "gates.min_prompt_margin", "gates.min_global_concept",
         "gates.min_global_prompt", "verdict", "passed", "error", "failures", "panel", "concept_per_reference",
@@ -282,10 +287,13 @@ def test_merge_writes_a_baseline_of_the_whole_run_that_a_later_merge_checks(tmp_
     baseline = report.read_baseline(tmp_path / "baseline.json")
     assert baseline["concepts"]["s::dog"]["concept"] == pytest.approx(0.7) and baseline["dtype"] == "float32"
     code, out, _ = merge_cli(capsys, first, second, f"--baseline={tmp_path / 'baseline.json'}")
-    assert code == 0 and f"baseline {tmp_path / 'baseline.json'}: no concept dropped more than 0.02 (1 concept compared)" in out
-    worse = write_shard(tmp_path / "shard-3.json", [_record("m.toml::b", 0.5)])
-    code, out, _ = merge_cli(capsys, first, worse, f"--baseline={tmp_path / 'baseline.json'}", "--max-drop=0.04")
-    assert code == 1 and "  REGRESSION s::dog: mean CP 0.6500 dropped 0.0500 below the baseline 0.7000 (allowed 0.04)" in out
+    assert code == 0 and (f"baseline {tmp_path / 'baseline.json'}: no concept regressed by more than 0.02 (1 concept "
+                          "compared, case by case: paired by case, seeds averaged)") in out
+    worse = [write_shard(tmp_path / "shard-3.json", [_record("m.toml::a", 0.75)]),
+             write_shard(tmp_path / "shard-4.json", [_record("m.toml::b", 0.55)])]  # both cases 0.05 lower
+    code, out, _ = merge_cli(capsys, *worse, f"--baseline={tmp_path / 'baseline.json'}", "--max-drop=0.04")
+    assert code == 1 and any(line.startswith("  REGRESSION s::dog: mean CP dropped 0.0500, more than max_drop 0.04 (95% CI "
+                                             "of the change [-0.0500, -0.0500], 2 cases") for line in out), out
 
 
 def test_plain_pytest_and_importing_the_report_module_leave_pandas_unloaded(pytester):

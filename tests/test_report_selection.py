@@ -138,7 +138,7 @@ def test_a_partial_or_failing_run_never_shrinks_the_baseline(pytester, project, 
         "  kept, not in this run: garden::rose, studio::teapot",
     ])
     assert _concepts(baseline) == written  # the same scores: nothing dropped, nothing changed
-    assert len(json.loads(baseline.read_text())["cases"]) == 9
+    assert len(json.loads(baseline.read_text())["records"]) == 9
 
     one_teapot = run(pytester, tiny_model_dir, "-k", "corgi or teapot-beach", "--masc-baseline=baseline.json",
                      "--masc-update-baseline")
@@ -176,7 +176,8 @@ def test_a_concept_that_vanishes_from_the_run_fails_the_baseline_check(pytester,
                   "--masc-baseline-skip=studio::teapot,garden::*")
     assert skipped.ret == 0, skipped.stdout.str()
     skipped.stdout.fnmatch_lines([
-        f"baseline {baseline}: no concept dropped more than 0.02 (1 concept compared)",
+        f"baseline {baseline}: no concept regressed by more than 0.02 (1 concept compared, case by case: "
+        "paired by case, seeds averaged)",
         "  skipped as asked, not in this run: garden::rose, studio::teapot",
     ])
     bad_skip = run(pytester, tiny_model_dir, "--masc-baseline-skip=teapot")
@@ -206,7 +207,7 @@ def test_a_concept_that_vanishes_from_the_run_fails_the_baseline_check(pytester,
     dropped = run(pytester, tiny_model_dir, "--masc-baseline=baseline.json", "--masc-update-baseline")
     dropped.stdout.fnmatch_lines(["  dropped, no longer declared in its suite: studio::teapot"])
     assert sorted(_concepts(baseline)) == ["garden::rose", "studio::corgi"]
-    assert not any(entry["concept_key"] == "studio::teapot" for entry in json.loads(baseline.read_text())["cases"].values())
+    assert not any(entry["concept"] == "teapot" for entry in json.loads(baseline.read_text())["records"])
 
 
 def test_merge_names_its_own_options_and_exits_2_on_unreadable_input(pytester, project, tiny_model_dir, capsys):

@@ -29,7 +29,8 @@ OPTIONS: dict[str, tuple[str, Any, Any, str]] = {
     "json": ("masc_json", str, None, "write every case record, run metadata and the summary to this JSON file"),
     "baseline": ("masc_baseline", str, None, "baseline JSON file to compare against (or to write with --masc-update-baseline)"),
     "baseline_skip": ("masc_baseline_skip", str, None, "baseline concepts this run may leave out, SUITE::CONCEPT,... (fnmatch patterns); any other baseline concept missing from the run fails the check"),
-    "max_drop": ("masc_max_drop", float, 0.02, "fail when a concept's mean CP or PF drops more than this below the baseline"),
+    "max_drop": ("masc_max_drop", float, 0.02, "the drop of a concept's CP or PF the baseline comparison tolerates: a drop established beyond it fails (regressed)"),
+    "require_noninferior": ("masc_require_noninferior", bool, False, "fail the session when a baseline comparison is inconclusive too (default: passes with a warning saying how many cases would decide it)"),
     "artifacts": ("masc_artifacts", str, None, "write a PNG panel for each failing case into this directory"),
     "protocol": ("masc_protocol", str, None, "run a benchmark protocol as a suite: dreambench_plus=ROOT,masks=DIR or orida=ROOT[,split=NAME]"),
     "baselines": ("masc_baselines", str, None, "extra baseline metrics for protocol tables: clip,dino (NAME=MODEL to choose a checkpoint)"),
@@ -51,12 +52,16 @@ def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("masc", "MaSC release gates (pytest-masc)")
     group.addoption("--masc", action="store_true", default=False,
                     help="run MaSC gates: masc-marked tests and masc_*.toml suite files")
-    for name, (ini, _kind, default, help_text) in OPTIONS.items():
+    for name, (ini, kind, default, help_text) in OPTIONS.items():
         flag = "--masc-" + name.replace("_", "-")
         metavar = METAVARS.get(name, name.upper())
         shown_default = f"; default: {default}" if default is not None else ""
-        group.addoption(flag, dest=f"masc_{name}", default=None, metavar=metavar,
-                        help=f"{help_text} (ini: {ini}{shown_default})")
+        if kind is bool:  # a flag: given means true; its ini key takes true/false
+            group.addoption(flag, dest=f"masc_{name}", default=None, action="store_const", const=True,
+                            help=f"{help_text} (ini: {ini} = true)")
+        else:
+            group.addoption(flag, dest=f"masc_{name}", default=None, metavar=metavar,
+                            help=f"{help_text} (ini: {ini}{shown_default})")
         parser.addini(ini, help=help_text, default=None)
     group.addoption("--masc-update-baseline", dest="masc_update_baseline", action="store_true", default=False,
                     help="write this run's per-case and per-concept scores to the --masc-baseline file (a passing "
@@ -84,6 +89,7 @@ class Settings:
     segmenter_threshold: Optional[float] = None
     ray: Optional[str] = None  # --masc-ray: protocol items score through pytest_masc.ray (None: in process)
     baseline_skip: tuple[str, ...] = ()  # --masc-baseline-skip: baseline concepts the run may leave out
+    require_noninferior: bool = False  # --masc-require-noninferior: an inconclusive baseline comparison fails
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> "Settings":
@@ -123,6 +129,7 @@ class Settings:
             segmenter_threshold=values["segmenter_threshold"],
             ray=_ray_address(values["ray"]),
             baseline_skip=_baseline_skip(values["baseline_skip"]),
+            require_noninferior=bool(values["require_noninferior"]),
         )
 
 
@@ -163,7 +170,7 @@ def values_taken_as_test_paths(config: pytest.Config) -> list[str]:
     test paths that exist; later the option takes VALUE as its value. ``--masc-x=VALUE`` is
     safe. Each warning says what pytest chose, and whether VALUE (not) existing mattered."""
     args = [str(arg) for arg in config.invocation_params.args]
-    flags = {"--masc-" + name.replace("_", "-") for name in OPTIONS}
+    flags = {"--masc-" + name.replace("_", "-") for name, (_ini, kind, *_rest) in OPTIONS.items() if kind is not bool}
     ini = f"read ini file {config.inipath}" if config.inipath is not None else (
         "found no ini file, so no pytest.ini / pyproject.toml setting (masc_* keys included) applies"
     )
@@ -249,12 +256,20 @@ def _option_value(config: pytest.Config, name: str) -> OptionValue:
             where = f"-o {ini}" if overridden or config.inipath is None else f"{ini} in {config.inipath}"
     if value is None:
         value = default
-    if value is not None and kind is not str:
+    if value is not None and kind is bool and not isinstance(value, bool):
+        text = str(value).strip().lower()
+        if text not in _BOOLEANS:
+            raise pytest.UsageError(f"{where}: {value!r} is not true or false (true, false, yes, no, 1, 0, on, off)")
+        value = _BOOLEANS[text]
+    elif value is not None and kind is not str:
         try:
             value = kind(value)
         except (TypeError, ValueError):
             raise pytest.UsageError(f"{flag} / {ini}: {value!r} is not a valid {kind.__name__}") from None
     return OptionValue(value=value, base=base, where=where)
+
+
+_BOOLEANS = {"true": True, "yes": True, "1": True, "on": True, "false": False, "no": False, "0": False, "off": False}
 
 
 def _check_values(values: dict[str, Any]) -> None:

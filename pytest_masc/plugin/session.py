@@ -62,6 +62,7 @@ class MascSession:
     _model: Any = None
     _model_error: Optional[BaseException] = None
     segmenter: Any = None  # the --masc-segmenter's SessionSegmenter (plugin.masks), or None
+    canary: Optional[dict[str, Any]] = None  # the metric-drift canary's scores (metric.canary), once scored
 
     # -- model
 
@@ -98,12 +99,16 @@ class MascSession:
         return self._model
 
     def run_metadata(self) -> dict[str, Any]:
-        """Model id, revision, device, dtype and encode counts of this process."""
+        """Model id, revision, device, dtype, encode counts and environment (torch, transformers,
+        attention: :func:`pytest_masc.metric.canary.environment`) of this process."""
         options = self.settings.model_options
         meta: dict[str, Any] = {"model": options.model, "revision": options.revision}
         if self._model is not None:
+            from ..metric.canary import environment
+
             meta.update(self._model.describe())
             meta.update(self._model.stats.as_dict())
+            meta["environment"] = environment(self._model)
         if self.ray_scored:
             meta["ray"] = self.settings.ray
         meta["load_seconds"] = self.load_seconds
@@ -147,7 +152,20 @@ class MascSession:
             "masc_collected": json.dumps(self.collected),
             "masc_protocols": json.dumps(self.protocol_tables),
             "masc_findings": json.dumps(self.suite_findings),
+            "masc_canary": json.dumps(self.session_canary() if self.settings.json or self.settings.baseline else None),
         }
+
+    def session_canary(self) -> Optional[dict[str, Any]]:
+        """The metric-drift canary scored with this process's model (None without one, or when
+        it cannot score: a run is never failed by its canary), scored once."""
+        from ..metric.canary import score_canary
+
+        if self.canary is None and self._model is not None:
+            try:
+                self.canary = score_canary(self._model)
+            except (MaSCError, ValueError, RuntimeError):
+                return None
+        return self.canary
 
     def merge_worker_output(self, output: dict[str, str]) -> None:
         """Controller: take in what one worker sent (:meth:`worker_output`)."""
@@ -160,6 +178,7 @@ class MascSession:
         self.collected.update(json.loads(output.get("masc_collected") or "{}"))
         self.protocol_tables.extend(json.loads(output.get("masc_protocols") or "[]"))
         self.suite_findings.extend(json.loads(output.get("masc_findings") or "[]"))
+        self.canary = self.canary or json.loads(output.get("masc_canary") or "null")
         run = json.loads(output.get("masc_run") or "{}")
         if run:
             self.worker_runs.append(run)

@@ -33,11 +33,50 @@ def session_report(state: "MascSession", exitstatus: Optional[int] = None) -> "R
         shards=[{"source": str(settings.json) if settings.json else None, "exitstatus": exitstatus,
                  "cases": len(state.records)}],
         collected={name: dict(entry) for name, entry in state.collected.items()},
+        environment=next((dict(run["environment"]) for run in state.worker_runs if run.get("environment")), {}),
     )
+
+
+def _canary_needed(state: "MascSession", report: "Report", compare: bool) -> bool:
+    """Whether this run needs the canary's scores: to write a baseline, to compare with a
+    baseline that holds canary scores from another environment, or for its ``--masc-json`` (so
+    that a merge of shards can check the drift)."""
+    from ..report import ReportError, read_baseline
+    from ..report.release import environment_changes
+
+    settings = state.settings
+    if not report.records or not (state.model_loaded or state.worker_runs):
+        return False
+    if settings.update_baseline or (settings.json is not None and state.model_loaded):
+        return True
+    if not compare:
+        return False
+    try:
+        baseline = read_baseline(settings.baseline)
+    except ReportError:
+        return False  # the comparison reports it
+    return bool(baseline.get("canary")) and bool(environment_changes(baseline.get("environment") or {}, report.environment))
+
+
+def session_canary(state: "MascSession", report: "Report", compare: bool) -> Optional[dict]:
+    """The canary's scores: sent by a worker, scored here before, or scored now when needed
+    (with the session's model, loaded here if no process of this session has it); None when
+    not needed or the model cannot load."""
+    from ..errors import MaSCError
+
+    if state.canary is not None or not _canary_needed(state, report, compare):
+        return state.canary
+    try:
+        state.model()
+    except (MaSCError, ValueError, RuntimeError):
+        return None
+    return state.session_canary()
 
 
 def finish_session(state: "MascSession", exitstatus: Optional[int] = None) -> bool:
     """Compare or update the baseline, check suite-level gates, write JSON. True: fail the session.
+    Scores the metric-drift canary when a baseline is written, or compared across environments;
+    with ``--masc-artifacts`` writes the comparison's forest plot there.
 
     ``--masc-update-baseline`` writes what this run scored in full into the baseline and keeps
     the rest (:func:`pytest_masc.report.update_baseline`); a failing run writes nothing."""
@@ -48,12 +87,22 @@ def finish_session(state: "MascSession", exitstatus: Optional[int] = None) -> bo
         state.worker_runs.append(state.run_metadata())
     report = session_report(state, exitstatus)
     compare = settings.baseline is not None and not settings.update_baseline
+    report.canary = session_canary(state, report, compare)
+    if report.canary and not report.environment:
+        report.environment = dict(report.canary["environment"])
     evaluation = evaluate(
         report, baseline=settings.baseline if compare else None, max_drop=settings.max_drop,
         allow_mismatch=settings.allow_baseline_mismatch, baseline_skip=settings.baseline_skip,
+        require_noninferior=settings.require_noninferior,
     )
     if settings.baseline is not None and settings.update_baseline and report.records:
         evaluation.baseline_update = update_baseline(settings.baseline, report, evaluation)
+    comparison = evaluation.baseline
+    if settings.artifacts is not None and comparison is not None and comparison.release is not None:
+        from ..report.forest import FILE_NAME, write_forest_plot
+
+        comparison.plot = str(write_forest_plot(settings.artifacts / FILE_NAME, comparison.release.result,
+                                                f"MaSC release comparison: this run vs {settings.baseline}"))
     state.finished = (report, evaluation)
     if settings.json is not None:
         write_json(settings.json, report, evaluation)

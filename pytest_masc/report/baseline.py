@@ -1,4 +1,16 @@
-"""Baseline files (versions 1 to 3): writing a run's per-case and per-concept scores, reading them, and updating a baseline from a run."""
+"""Baseline files (versions 1 to 4): writing a run's per-record and per-concept scores, its environment and canary scores, reading them, and updating a baseline from a run.
+
+Version 4::
+
+    {"version": 4, "model", "revision", "dtype", "max_num_patches", "checkpoint",
+     "environment": {"pytest_masc", "torch", "transformers", "device", "dtype", "attention"},
+     "canary": {"items": [...], "scores": {"CP": [...], "PF": [...]}} or null,
+     "records": [{"key", "suite", "concept", "case_id", "seed", "CP", "PF"}, ...],   # every scored record
+     "concepts": {"suite::concept": {"concept", "prompt", "cases"}}}                 # means, for people
+
+Version 3 held one ``cases`` entry per check key (mean scores and ``concept_key``), versions 1
+and 2 the per-concept means only; all are still read (:mod:`pytest_masc.report.cases`).
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -7,42 +19,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-from ..gates import nan_to_none
 from .atomic import atomic_write_json
+from .cases import as_records, baseline_rows, record_entries
 from .frame import as_frame, records_frame, scored_rows
-from .model import EXIT_NAMES, PYTEST_FLAGS, Flags, PathLike, Report, ReportError, check_key
+from .model import EXIT_NAMES, PYTEST_FLAGS, Flags, PathLike, Report, ReportError
 from .settings import CHECKPOINT, SETTINGS, mismatch_text, run_settings, setting_differences
 from .summary import concept_table
 
 if TYPE_CHECKING:
-    import pandas
-
     from .verdict import Evaluation
 
-BASELINE_VERSION = 3
-READABLE_BASELINES = (1, 2, BASELINE_VERSION)
+BASELINE_VERSION = 4
+READABLE_BASELINES = (1, 2, 3, BASELINE_VERSION)
 
 
-def _case_entries(scored: "pandas.DataFrame") -> dict[str, dict[str, Any]]:
-    return {
-        check_key(row["nodeid"], row["check_index"]): {
-            "concept": nan_to_none(row["scores.concept"]), "prompt": nan_to_none(row["scores.prompt"]),
-            "concept_key": f"{row['suite']}::{row['concept']}",
-        }
-        for _, row in scored.iterrows()
-    }
-
-
-def baseline_payload(data: Any, runs: Sequence[dict[str, Any]] = (), settings: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-    """Per-case and per-concept scores of a run to compare later runs against, with its settings
-    and checkpoint identity (version 3; each case names its ``concept_key``)."""
+def baseline_payload(data: Any, runs: Sequence[dict[str, Any]] = (), settings: Optional[dict[str, Any]] = None, *,
+                     environment: Optional[dict[str, Any]] = None, canary: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Every scored record's CP and PF (with its seed) and the per-concept means of a run (records
+    or a frame) to compare later runs against, with its settings, checkpoint identity, environment
+    and canary scores (version 4, module doc)."""
     frame = as_frame(data)
     scored = frame[frame["error"].isna()]
     settings = settings if settings is not None else run_settings(runs)
+    records = data if not hasattr(data, "columns") else as_records(scored)
     return {
         "version": BASELINE_VERSION,
         **{key: settings.get(key) for key in (*SETTINGS, CHECKPOINT)},
-        "cases": _case_entries(scored),
+        "environment": dict(environment or {}),
+        "canary": canary,
+        "records": record_entries(records),
         "concepts": {
             f"{row['suite']}::{row['concept']}": {
                 "concept": row["mean_concept"], "prompt": row["mean_prompt"], "cases": row["cases"],
@@ -59,7 +64,7 @@ def write_baseline(path: Path, data: Any, runs: Sequence[dict[str, Any]] = (), s
 
 
 def read_baseline(path: PathLike, flags: Flags = PYTEST_FLAGS) -> dict[str, Any]:
-    """Load a baseline file (version 1, 2 or 3); :class:`ReportError` naming it when missing or
+    """Load a baseline file (version 1 to 4); :class:`ReportError` naming it when missing or
     malformed, with the option of the tool in use (``flags``) that writes one.
 
     Version 1 baselines record model and revision only: dtype and patch budget read as
@@ -76,6 +81,8 @@ def read_baseline(path: PathLike, flags: Flags = PYTEST_FLAGS) -> dict[str, Any]
         raise ReportError(
             f"{path}: not a pytest-masc baseline (version {', '.join(map(str, READABLE_BASELINES))} with a 'concepts' table)"
         )
+    if data["version"] >= 4 and not isinstance(data.get("records"), list):
+        raise ReportError(f"{path}: baseline version {data['version']} without its 'records' list (a damaged file?)")
     return data
 
 
@@ -184,9 +191,10 @@ def update_baseline(path: PathLike, report: Report, evaluation: "Evaluation", fl
     except ReportError as error:
         result.error = str(error)
         return result
-    fresh = baseline_payload(report.records, report.runs, report.settings)
+    fresh = baseline_payload(report.records, report.runs, report.settings, environment=report.environment,
+                             canary=report.canary)
     concepts = dict(previous["concepts"]) if previous else {}
-    cases = dict(previous.get("cases") or {}) if previous else {}
+    rows = baseline_rows(previous) if previous else []  # version 3 cases become rows with one seed
     for row in concept_table(scored_rows(records_frame(report.records))):
         key = f"{row['suite']}::{row['concept']}"
         declared = report.collected.get(row["suite"], {}).get("concepts", {}).get(row["concept"])
@@ -204,9 +212,10 @@ def update_baseline(path: PathLike, report: Report, evaluation: "Evaluation", fl
         elif previous and not any(p.startswith(f"{key} (") for p in result.partial):
             result.kept.append(key)
     gone = written | set(result.dropped)
-    cases = {k: v for k, v in cases.items() if v.get("concept_key") not in gone}
-    new_cases = {k: v for k, v in fresh["cases"].items() if v["concept_key"] in written}
-    payload = {**fresh, "cases": {**cases, **new_cases}, "concepts": dict(sorted(concepts.items()))}
+    kept = [row for row in rows if f"{row.get('suite')}::{row.get('concept')}" not in gone]
+    new_rows = [row for row in fresh["records"] if f"{row['suite']}::{row['concept']}" in written]
+    payload = {**fresh, "records": kept + new_rows, "concepts": dict(sorted(concepts.items()))}
     atomic_write_json(Path(path), payload)
-    result.written, result.previous, result.cases = True, previous is not None, len(new_cases)
+    result.written, result.previous = True, previous is not None
+    result.cases = len({(row["suite"], row["concept"], row["case_id"]) for row in new_rows})
     return result

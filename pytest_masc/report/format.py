@@ -9,7 +9,8 @@ Format 2 (``"format": 2``)::
      "suite_gates": {suite: {"min_alpha_concept": 0.2, ...}},
      "collected": {suite: {"file", "concepts": {concept: cases}, "rated": {"concept": n, "prompt": n}}},
      "protocol_findings": [...],      # failed protocol gates (also failed tests)
-     "runs": [...], "records": [...], "summary": {...}}
+     "runs": [...], "records": [...], "summary": {...},
+     "environment": {...}, "canary": {...}}   # when known: report.release (the metric-drift canary)
 
 ``collected`` describes each suite file as collected, deselected cases included (absent in
 older files: then what ran is all that is known). A record's ``distractor_prompts`` is a
@@ -64,6 +65,7 @@ def load(path: PathLike) -> Report:
         records=sorted(records, key=record_order), runs=runs, settings=settings, suite_gates=suite_gates,
         protocols=list(summary.get("protocols") or []), protocol_findings=protocol_findings,
         exitstatus=exitstatus, shards=list(shards), format=version, collected=dict(data.get("collected") or {}),
+        environment=dict(data.get("environment") or {}), canary=data.get("canary"),
     )
 
 
@@ -85,6 +87,10 @@ def report_payload(report: Report, evaluation: Evaluation) -> dict[str, Any]:
         "records": [record_to_json(r) for r in report.records],
         "summary": summary,
     }
+    if report.environment:
+        payload["environment"] = dict(report.environment)
+    if report.canary:
+        payload["canary"] = report.canary
     if len(report.shards) > 1:
         payload["shards"] = list(report.shards)
     return payload

@@ -21,7 +21,7 @@ def records_frame(records: Sequence[Record], source: Optional[str] = None) -> "p
     import pandas as pd
 
     fixed = [
-        "source", "nodeid", "check_index", "kind", "suite", "concept", "case_id", "prompt", "subject", "image",
+        "source", "nodeid", "check_index", "kind", "suite", "concept", "case_id", "seed", "prompt", "subject", "image",
         *(f"scores.{k}" for k in SCORE_KEYS), *(f"gates.{g}" for g in GATES),
         "verdict", "passed", "error", "failures", "panel",
         "concept_per_reference", "distractor_prompts", "human.concept", "human.prompt",
@@ -31,7 +31,7 @@ def records_frame(records: Sequence[Record], source: Optional[str] = None) -> "p
     for record in records:
         row: dict[str, Any] = {
             "source": source, "nodeid": record.nodeid, "check_index": record.check_index, "kind": record.kind,
-            "suite": record.suite, "concept": record.concept, "case_id": record.case_id, "prompt": record.prompt,
+            "suite": record.suite, "concept": record.concept, "case_id": record.case_id, "seed": record.seed, "prompt": record.prompt,
             "subject": record.subject, "image": record.image,
             "verdict": "error" if record.error else ("passed" if record.passed else "failed"),
             "passed": bool(record.passed), "error": record.error, "failures": list(record.failures),
@@ -49,14 +49,14 @@ def records_frame(records: Sequence[Record], source: Optional[str] = None) -> "p
             extras[f"extras.{key}"] = None
         rows.append(row)
     frame = pd.DataFrame(rows, columns=fixed + sorted(extras))
-    return frame.astype({"check_index": "int64", "passed": "bool", **{c: "float64" for c in fixed if c.startswith(("scores.", "gates."))}})
+    return frame.astype({"check_index": "int64", "seed": "Int64", "passed": "bool", **{c: "float64" for c in fixed if c.startswith(("scores.", "gates."))}})
 
 
 def read(path_or_paths: Union[PathLike, Iterable[PathLike]]) -> "pandas.DataFrame":
     """``--masc-json`` file(s) as a DataFrame, one row per case (several files are merged shards).
 
     Columns: ``source`` (the file), ``nodeid``, ``check_index``, ``kind``, ``suite``,
-    ``concept``, ``case_id``, ``prompt``, ``subject``, ``image``, ``scores.<score>`` (NaN when
+    ``concept``, ``case_id``, ``seed`` (the image's generation seed, None for a one-image case), ``prompt``, ``subject``, ``image``, ``scores.<score>`` (NaN when
     undefined), ``gates.<gate>`` (NaN when not gated), ``verdict`` (passed, failed, error),
     ``passed``, ``error``, ``failures``, ``panel``, ``concept_per_reference``,
     ``distractor_prompts`` (list of ``{prompt, score}``), ``human.concept``, ``human.prompt``

@@ -27,6 +27,7 @@ class Flags:
     write_baseline: str
     baseline_skip: str
     rerun: str  # how to run again without the failing cases
+    require_noninferior: str = "--masc-require-noninferior"  # inconclusive comparisons fail too
 
 
 #: ``pytest --masc`` (the plugin)
@@ -38,6 +39,7 @@ PYTEST_FLAGS = Flags(
 MERGE_FLAGS = Flags(
     allow_mismatch="--allow-baseline-mismatch", write_baseline="--write-baseline=FILE",
     baseline_skip="--baseline-skip", rerun="merge the shards of a passing run",
+    require_noninferior="--require-noninferior",
 )
 
 
@@ -47,7 +49,7 @@ class Report:
 
     ``settings``: model, revision, dtype, max_num_patches, checkpoint (``None`` where unknown).
     ``collected``: each suite file as collected (file, cases per concept, rated cases), or
-    ``{}`` where unknown. ``shards``: one ``{"source", "exitstatus", "cases"}`` per file read.
+    ``{}`` where unknown. ``environment`` and ``canary``: see :mod:`pytest_masc.report.release`. ``shards``: one ``{"source", "exitstatus", "cases"}`` per file read.
     """
 
     records: list[Record]
@@ -61,6 +63,10 @@ class Report:
     shard_findings: list[str] = field(default_factory=list)  # shards whose pytest run failed outside MaSC
     format: int = FORMAT
     collected: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: what the metric ran on (report.release.ENVIRONMENT keys); {} where unknown
+    environment: dict[str, Any] = field(default_factory=dict)
+    #: the metric-drift canary's scores in that environment, ``{"items", "scores": {"CP": [...], "PF": [...]}}``
+    canary: Optional[dict[str, Any]] = None
 
 
 def suite_collected(file: str, concepts: dict[str, int], rated: dict[str, int]) -> dict[str, Any]:

@@ -55,6 +55,8 @@ def merge(reports: Sequence[Report]) -> Report:
         shards=[shard for report in reports for shard in report.shards],
         shard_findings=[f for f in map(shard_finding, reports) if f],
         collected=collected,
+        environment=next((dict(r.environment) for r in reports if r.environment), {}),
+        canary=next((r.canary for r in reports if r.canary), None),
     )
 
 

@@ -22,7 +22,8 @@ def _min(values: Iterable[Optional[float]]) -> Optional[float]:
 
 
 def concept_table(data: Any) -> list[dict[str, Any]]:
-    """One row per (suite, concept) of a frame (or records): cases, passed, mean/min CP, mean PF, min margin."""
+    """One row per (suite, concept) of a frame (or records): cases (a case's seeds count once), cases
+    passed (every seed's record passed), mean/min CP, mean PF, min margin (over records)."""
     frame = as_frame(data)
     rows = []
     if frame.empty:
@@ -31,8 +32,8 @@ def concept_table(data: Any) -> list[dict[str, Any]]:
         rows.append({
             "suite": suite,
             "concept": concept,
-            "cases": int(len(group)),
-            "passed": int(group["passed"].sum()),
+            "cases": int(group["case_id"].nunique()),  # a case's seeds are one case
+            "passed": int(group.groupby("case_id")["passed"].all().sum()),
             "mean_concept": _mean(group["scores.concept"].tolist()),
             "min_concept": _min(group["scores.concept"].tolist()),
             "mean_prompt": _mean(group["scores.prompt"].tolist()),

@@ -6,9 +6,10 @@ from typing import Any, Optional, Sequence
 
 from ..gates import Record
 from .baseline import BaselineUpdate
-from .compare import DEFAULT_MAX_DROP, BaselineComparison, check_baseline
+from .baseline_check import DEFAULT_MAX_DROP, BaselineComparison, check_baseline
 from .frame import records_frame, scored_rows
 from .model import PYTEST_FLAGS, Flags, PathLike, Report
+from .release import report_side
 from .suite_gates import suite_gate_finding, suite_gate_results
 from .summary import concept_table, human_agreement, rated_mask
 
@@ -62,6 +63,9 @@ class Evaluation:
         missing = len(baseline.missing) if baseline else 0
         if missing:
             parts.append((missing, "MaSC baseline concept" + ("s" if missing > 1 else "") + " missing"))
+        inconclusive = len(baseline.inconclusive) if baseline else 0
+        if inconclusive:
+            parts.append((inconclusive, "MaSC baseline comparison" + ("s" if inconclusive > 1 else "") + " inconclusive"))
         if self.alpha_findings:
             parts.append((len(self.alpha_findings), "MaSC suite gate" + ("s" if len(self.alpha_findings) > 1 else "") + " failed"))
         return parts
@@ -93,9 +97,11 @@ def evaluate(
     flags: Flags = PYTEST_FLAGS,
     baseline_skip: Sequence[str] = (),
     n_resamples: int = 1000,
+    require_noninferior: bool = False,
 ) -> Evaluation:
     """Statistics and verdict of ``report``, with the baseline at ``baseline`` when given
-    (``baseline_skip``: baseline concepts the run may leave out)."""
+    (``baseline_skip``: baseline concepts the run may leave out; ``require_noninferior``: an
+    inconclusive comparison fails too). The plugin and ``merge`` both judge here."""
     frame = records_frame(report.records)
     scored = scored_rows(frame)
     summary: dict[str, Any] = {
@@ -110,6 +116,7 @@ def evaluate(
     if baseline is not None and report.records:
         comparison = check_baseline(
             baseline, frame, report.settings, max_drop, allow_mismatch=allow_mismatch, flags=flags, skip=baseline_skip,
+            require_noninferior=require_noninferior, run=report_side(report, "this run"),
         )
     evaluation = Evaluation(
         summary=summary, alpha_findings=[f for f in map(suite_gate_finding, gate_results) if f],

@@ -5,14 +5,8 @@ arrays, or a ``pandas.DataFrame``): ``suite``, ``concept``, ``case_id``, optiona
 (absent: one seed per case) and one score column per metric (``CP``, ``PF``); NaN, None or inf
 is a missing score. A case is ``(suite, concept, case_id)``, a *row* ``(suite, concept, metric)``.
 
-Each side of a case is averaged over its finite seeds; the case delta
-
-.. math::
-
-    d_c = \\bar a_c - \\bar b_c = \\tfrac{1}{|S_a|}\\textstyle\\sum_{s \\in S_a} a_{cs}
-        - \\tfrac{1}{|S_b|}\\sum_{s \\in S_b} b_{cs}
-
-equals the mean of per-seed differences :math:`\\frac1{|S|}\\sum_s (a_{cs} - b_{cs})` when both sides
+Each side of a case is averaged over its finite seeds (:math:`S_a`, :math:`S_b`); the case delta
+:math:`d_c = \\bar a_c - \\bar b_c` equals the mean of per-seed differences :math:`\\frac1{|S|}\\sum_s (a_{cs} - b_{cs})` when both sides
 hold the same seeds :math:`S`; unequal seed sets keep every seed of each side (the case counts in
 ``n_unequal_seeds``). A case with no finite score on one side leaves the row and counts in
 ``n_excluded``; a case on one side only counts in ``n_unpaired``. Per row, over ``n`` cases:
@@ -21,7 +15,8 @@ hold the same seeds :math:`S`; unequal seed sets keep every seed of each side (t
 Interval ``[low, high]``: studentized (bootstrap-t) case bootstrap; a resample draws ``n`` cases
 with replacement (seeds stay with their case) and gives :math:`T^* = (\\hat\\delta^* - \\hat\\delta)/se^*`;
 with :math:`q_p` its ``p`` quantile and :math:`\\alpha = 1 - \\text{confidence}`:
-:math:`[\\hat\\delta - q_{1-\\alpha/2}\\, se,\\ \\hat\\delta - q_{\\alpha/2}\\, se]`.
+:math:`[\\hat\\delta - q_{1-\\alpha/2}\\, se,\\ \\hat\\delta - q_{\\alpha/2}\\, se]`. Under 8 cases (or
+where a quantile is infinite) the paired t interval :math:`\\hat\\delta \\pm t_{n-1, \\alpha/2}\\, se` instead.
 
 Drop test: :math:`p = P(T_{n-1} \\le t)` (one-sided paired t on case deltas: the upper bound
 :math:`\\hat\\delta + t_{n-1,a}\\, se` is below 0 iff :math:`p < a`), Holm-adjusted over all ``m`` rows
@@ -53,6 +48,7 @@ KEY_COLUMNS = ("suite", "concept", "case_id")
 VERDICTS = ("regressed", "non-inferior", "inconclusive")
 DECISION_POWER = 0.8  #: power at which ``cases_needed`` decides an inconclusive row
 _CHUNK_ELEMENTS, _ZERO_SD = 2_000_000, 1e-12  # resampled values per chunk; sd below this: all deltas equal
+_MIN_BOOTSTRAP_CASES = 8  # fewer: paired t interval (n draws of one case, chance n^(1-n), give T* = inf)
 _NORMAL = NormalDist()
 _HERMITE = np.polynomial.hermite_e.hermegauss(32)  # nodes, weights for E over N(0, 1) (x sqrt(2 pi))
 
@@ -211,8 +207,11 @@ def _estimates(rows: _Rows, confidence: float, n_resamples: int, seed: int):
         se = sd[tested] / np.sqrt(sizes[tested])
         low[tested] = delta[tested] - np.quantile(t_star, 1 - alpha / 2, axis=0, method="higher") * se
         high[tested] = delta[tested] - np.quantile(t_star, alpha / 2, axis=0, method="lower") * se
-        for r, t in zip(np.flatnonzero(tested), delta[tested] / se):
+        for r, t, error in zip(np.flatnonzero(tested), delta[tested] / se, se):
             p[r] = t_sf(-t, int(sizes[r]) - 1) if t < 0 else 1.0 - t_sf(t, int(sizes[r]) - 1)
+            if sizes[r] < _MIN_BOOTSTRAP_CASES or not (np.isfinite(low[r]) and np.isfinite(high[r])):
+                half = t_quantile(alpha / 2, int(sizes[r]) - 1) * error  # the paired t interval
+                low[r], high[r] = delta[r] - half, delta[r] + half
     return delta, sd, low, high, p
 
 
@@ -351,7 +350,8 @@ class _Table:
 @dataclass(frozen=True)
 class RowComparison:
     """One row (module doc). ``cases_needed`` (inconclusive rows): cases at ``seeds`` seeds each
-    that would decide it with power :data:`DECISION_POWER` at the observed ``sd``; ``failed``: fails the session."""
+    that would decide it with power :data:`DECISION_POWER` at the observed ``sd``; ``failed``: fails the session;
+    ``note``: why the verdict was changed after the test (empty when it was not)."""
 
     suite: str
     concept: str
@@ -370,6 +370,7 @@ class RowComparison:
     n_excluded: int
     n_unpaired: int
     n_unequal_seeds: int
+    note: str = ""  # why a verdict was changed after the test (the metric-drift canary)
 
 
 @dataclass(frozen=True)
