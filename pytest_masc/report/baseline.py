@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from .atomic import atomic_write_json
 from .cases import as_records, baseline_rows, record_entries
-from .frame import as_frame, records_frame, scored_rows
+from .frame import as_frame, case_rows, records_frame, scored_rows
 from .model import EXIT_NAMES, PYTEST_FLAGS, Flags, PathLike, Report, ReportError
 from .settings import CHECKPOINT, SETTINGS, mismatch_text, run_settings, setting_differences
 from .summary import concept_table
@@ -52,7 +52,7 @@ def baseline_payload(data: Any, runs: Sequence[dict[str, Any]] = (), settings: O
             f"{row['suite']}::{row['concept']}": {
                 "concept": row["mean_concept"], "prompt": row["mean_prompt"], "cases": row["cases"],
             }
-            for row in concept_table(scored)
+            for row in concept_table(scored_rows(case_rows(frame)))  # each case once, its seeds averaged
         },
     }
 
@@ -195,7 +195,7 @@ def update_baseline(path: PathLike, report: Report, evaluation: "Evaluation", fl
                              canary=report.canary)
     concepts = dict(previous["concepts"]) if previous else {}
     rows = baseline_rows(previous) if previous else []  # version 3 cases become rows with one seed
-    for row in concept_table(scored_rows(records_frame(report.records))):
+    for row in concept_table(scored_rows(case_rows(records_frame(report.records)))):  # cases, as ``declared`` counts
         key = f"{row['suite']}::{row['concept']}"
         declared = report.collected.get(row["suite"], {}).get("concepts", {}).get(row["concept"])
         if declared is not None and row["cases"] < declared:

@@ -87,3 +87,41 @@ def as_frame(data: Any) -> "pandas.DataFrame":
 def scored_rows(frame: "pandas.DataFrame") -> "pandas.DataFrame":
     """The rows of cases that were scored (no error)."""
     return frame[frame["error"].isna()]
+
+
+#: what identifies a case: its seeds' records share these (a python test's seeds share its node id)
+CASE_KEY = ["suite", "concept", "case_id", "nodeid"]
+
+
+def case_rows(data: Any) -> "pandas.DataFrame":
+    """One row per case of a records frame (or records): a case's seeds collapsed, cases in the
+    order of their first record; what every count, alpha and per-concept mean of a run is made of.
+
+    Each row: the case's fields from its first record (``suite``, ``concept``, ``case_id``,
+    ``nodeid``, ``prompt``, ``gates.*``, ``human.*`` ratings, ``failures``: every seed carries
+    the case's); ``scores.<score>`` the mean over its seeds, NaN when any seed's is NaN (the
+    plugin's rule for a case's gates); ``seeds`` its records (1 for a one-image case; summed when
+    ``data`` is already one row per case); ``error`` the first seed's error, so a case with any
+    unscorable seed is one errored case; ``passed`` every seed passed and none errored;
+    ``verdict`` ``error``, ``failed`` or ``passed``. A one-record case's row is its record's row.
+    """
+    frame = as_frame(data)
+    keys = [frame[k].fillna("") for k in CASE_KEY]
+    cases = frame[~frame[CASE_KEY].fillna("").duplicated(keep="first")].reset_index(drop=True)
+    if frame.empty:
+        return cases.assign(seeds=cases["check_index"].astype("int64"))
+
+    def per_case(values: "pandas.Series", how: str) -> "pandas.Series":
+        return getattr(values.groupby(keys, sort=False, dropna=False), how)().reset_index(drop=True)
+
+    for column in frame.columns:
+        if column.startswith("scores."):
+            cases[column] = per_case(frame[column], "mean").mask(per_case(frame[column].isna(), "any"))
+    errored = per_case(frame["error"].notna(), "any")
+    cases["error"] = per_case(frame["error"], "first").where(errored, None)  # the first seed's error
+    cases["passed"] = ~per_case(~frame["passed"].astype(bool), "any") & ~errored
+    cases["verdict"] = ["error" if e else ("passed" if p else "failed") for e, p in zip(errored, cases["passed"])]
+    seeds = per_case(frame["seeds"], "sum") if "seeds" in frame.columns else per_case(frame["case_id"], "size")
+    cases["seeds"] = seeds.astype("int64")
+    cases.loc[cases["seeds"] > 1, "seed"] = None  # several seeds: no one seed is the case's
+    return cases

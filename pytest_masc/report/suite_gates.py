@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Optional
 
 from ..gates import format_against
-from .frame import as_frame
+from .frame import as_frame, case_rows
 from .model import ALPHA_GATES, number_text
 from .summary import rated_mask
 
@@ -29,6 +29,7 @@ def _alpha_gate(suite: str, gate: str, minimum: float, rows: "pandas.DataFrame",
     if rows.empty:
         result["reason"] = "none of its cases ran"
         return result
+    rows = case_rows(rows)  # rated cases, not their seeds' records: ``rated`` counts cases
     rated = rated_mask(rows[f"human.{key}"])
     result["ran"] = int(rated.sum())
     result["used"] = int((rated & rows["error"].isna() & rows[f"scores.{key}"].notna()).sum())

@@ -5,7 +5,7 @@ import math
 from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 from ..gates import nan_to_none
-from .frame import as_frame
+from .frame import case_rows
 
 if TYPE_CHECKING:
     import pandas
@@ -22,9 +22,10 @@ def _min(values: Iterable[Optional[float]]) -> Optional[float]:
 
 
 def concept_table(data: Any) -> list[dict[str, Any]]:
-    """One row per (suite, concept) of a frame (or records): cases (a case's seeds count once), cases
-    passed (every seed's record passed), mean/min CP, mean PF, min margin (over records)."""
-    frame = as_frame(data)
+    """One row per (suite, concept) of a frame (or records), over its cases (:func:`case_rows`:
+    a case's seeds are one case, its scores their mean): cases, cases passed, mean/min CP, mean
+    PF and min margin over the cases, each case weighing the same however many seeds it has."""
+    frame = case_rows(data)
     rows = []
     if frame.empty:
         return rows
@@ -32,8 +33,8 @@ def concept_table(data: Any) -> list[dict[str, Any]]:
         rows.append({
             "suite": suite,
             "concept": concept,
-            "cases": int(group["case_id"].nunique()),  # a case's seeds are one case
-            "passed": int(group.groupby("case_id")["passed"].all().sum()),
+            "cases": len(group),
+            "passed": int(group["passed"].sum()),
             "mean_concept": _mean(group["scores.concept"].tolist()),
             "min_concept": _min(group["scores.concept"].tolist()),
             "mean_prompt": _mean(group["scores.prompt"].tolist()),
@@ -50,14 +51,15 @@ def rated_mask(column: "pandas.Series") -> "pandas.Series":
 def human_agreement(data: Any, n_resamples: int = 1000) -> dict[str, dict[str, Any]]:
     """Krippendorff's alpha (interval, the paper's protocol) of each score against human ratings.
 
-    Uses the scored rows that carry ``human`` ratings; CP and global_concept against the concept
-    ratings, PF and global_prompt against the prompt ratings. Each entry: alpha, CI, units.
+    Uses the scored cases that carry ``human`` ratings, one unit per case (:func:`case_rows`: its
+    scores the mean over its seeds, rated once); CP and global_concept against the concept
+    ratings, PF and global_prompt against the prompt ratings. Each entry: alpha, CI, units (cases).
     """
     import numpy as np
 
     from ..stats.agreement import human_alpha, human_alpha_ci
 
-    frame = as_frame(data)
+    frame = case_rows(data)
     frame = frame[frame["error"].isna()]
     pairs = {"concept": "concept", "global_concept": "concept", "prompt": "prompt", "global_prompt": "prompt"}
     results: dict[str, dict[str, Any]] = {}

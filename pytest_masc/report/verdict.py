@@ -7,7 +7,7 @@ from typing import Any, Optional, Sequence
 from ..gates import Record
 from .baseline import BaselineUpdate
 from .baseline_check import DEFAULT_MAX_DROP, BaselineComparison, check_baseline
-from .frame import records_frame, scored_rows
+from .frame import case_rows, records_frame, scored_rows
 from .model import PYTEST_FLAGS, Flags, PathLike, Report
 from .release import report_side
 from .suite_gates import suite_gate_finding, suite_gate_results
@@ -23,8 +23,8 @@ class Evaluation:
     alpha_findings: list[str]
     protocol_findings: list[str]
     baseline: Optional[BaselineComparison]
-    failed_cases: int
-    errored_cases: int
+    failed_cases: int  # cases (a case's seeds count once) below their gates
+    errored_cases: int  # cases with a seed that could not be scored (not also counted as failed)
     shard_findings: list[str] = field(default_factory=list)
     suite_gates: list[dict[str, Any]] = field(default_factory=list)  # suite_gate_results
     errors: list[str] = field(default_factory=list)  # "suite / case: why it could not be scored"
@@ -103,15 +103,16 @@ def evaluate(
     (``baseline_skip``: baseline concepts the run may leave out; ``require_noninferior``: an
     inconclusive comparison fails too). The plugin and ``merge`` both judge here."""
     frame = records_frame(report.records)
-    scored = scored_rows(frame)
+    cases = case_rows(frame)  # counts, alpha and means are over cases: a case's seeds are one case
+    scored = scored_rows(cases)  # a case with an unscorable seed is not scored (its mean is not formed)
     summary: dict[str, Any] = {
-        "concepts": concept_table(frame), "agreement": human_agreement(scored, n_resamples), "suites": {},
+        "concepts": concept_table(cases), "agreement": human_agreement(scored, n_resamples), "suites": {},
     }
     for suite_name in sorted(set(scored["suite"])):
         members = scored[scored["suite"] == suite_name]
         if rated_mask(members["human.concept"]).any() or rated_mask(members["human.prompt"]).any():
             summary["suites"][suite_name] = {"agreement": human_agreement(members, n_resamples)}
-    gate_results = suite_gate_results(report.suite_gates or {}, frame, summary, report.collected)
+    gate_results = suite_gate_results(report.suite_gates or {}, cases, summary, report.collected)
     comparison = None
     if baseline is not None and report.records:
         comparison = check_baseline(
@@ -121,7 +122,7 @@ def evaluate(
     evaluation = Evaluation(
         summary=summary, alpha_findings=[f for f in map(suite_gate_finding, gate_results) if f],
         protocol_findings=list(report.protocol_findings), baseline=comparison,
-        failed_cases=int((frame["verdict"] == "failed").sum()), errored_cases=int((frame["verdict"] == "error").sum()),
+        failed_cases=int((cases["verdict"] == "failed").sum()), errored_cases=int((cases["verdict"] == "error").sum()),
         shard_findings=list(report.shard_findings), suite_gates=gate_results,
         errors=_error_lines(report.records), subject_notes=_subject_notes(report.records),
     )
