@@ -97,7 +97,7 @@ def test_unusable_inputs_are_refused_naming_the_file(tmp_path, releases):
     (tmp_path / "other.json").write_text(json.dumps({"hello": 1}))
     (tmp_path / "old.json").write_text(json.dumps({"version": 2, "model": "m", "concepts": {"zoo::dog": {"concept": 0.7}}}))
     (tmp_path / "format1.json").write_text(json.dumps({"records": []}))
-    cases = [("broken.json", "not a readable JSON file"), ("missing.json", "file not found"),
+    cases = [("broken.json", "file is not valid JSON"), ("missing.json", "file not found"),
              ("other.json", "neither a --masc-json run file nor a pytest-masc baseline"),
              ("old.json", "baseline version 2 holds per-concept means only, too old for the statistical comparison"),
              ("format1.json", "--masc-json format 1 records no run settings")]

@@ -238,7 +238,7 @@ def test_format_1_files_are_read_but_not_merged(tmp_path):
     with pytest.raises(report.ReportError, match=r"old.json: --masc-json format 1 records no run settings or suite-level gates"):
         report.merge([report.load(old), report.load(new)])
     (tmp_path / "broken.json").write_text("{")
-    with pytest.raises(report.ReportError, match=r"broken.json: not a readable JSON report"):
+    with pytest.raises(report.ReportError, match=r"broken.json: report file is not valid JSON"):
         report.load(tmp_path / "broken.json")
     (tmp_path / "future.json").write_text(json.dumps({"format": 99, "records": []}))
     with pytest.raises(report.ReportError, match=r"future.json: --masc-json format 99"):

@@ -1,4 +1,4 @@
-"""Writing a JSON file atomically: through a temporary file and a rename, the mode following the umask."""
+"""JSON files: read with an error naming the file and what it should have been, written atomically (a temporary file and a rename, the mode following the umask)."""
 from __future__ import annotations
 
 import json
@@ -6,6 +6,19 @@ import os
 import secrets
 from pathlib import Path
 from typing import Any
+
+from .model import ReportError
+
+
+def read_json(path: Path, what: str, missing_hint: str = "") -> Any:
+    """The parsed content of ``path``; :class:`ReportError` ``<path>: <what> not found<missing_hint>``
+    or ``<path>: <what> is not valid JSON (<why>)``."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ReportError(f"{path}: {what} not found{missing_hint}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ReportError(f"{path}: {what} is not valid JSON ({error})") from None
 
 
 def atomic_write_json(path: Path, payload: Any) -> None:

@@ -14,12 +14,11 @@ and 2 the per-concept means only; all are still read (:mod:`pytest_masc.report.c
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-from .atomic import atomic_write_json
+from .atomic import atomic_write_json, read_json
 from .cases import as_records, baseline_rows, record_entries
 from .frame import as_frame, case_rows, records_frame, scored_rows
 from .model import EXIT_NAMES, PYTEST_FLAGS, Flags, PathLike, Report, ReportError
@@ -71,12 +70,7 @@ def read_baseline(path: PathLike, flags: Flags = PYTEST_FLAGS) -> dict[str, Any]
     unknown. Versions 1 and 2 record the model by name, without its checkpoint identity.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ReportError(f"{path}: baseline file not found (write one with {flags.write_baseline})") from None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ReportError(f"{path}: baseline file is not valid JSON ({error})") from None
+    data = read_json(path, "baseline file", f" (write one with {flags.write_baseline})")
     if not isinstance(data, dict) or data.get("version") not in READABLE_BASELINES or not isinstance(data.get("concepts"), dict):
         raise ReportError(
             f"{path}: not a pytest-masc baseline (version {', '.join(map(str, READABLE_BASELINES))} with a 'concepts' table)"

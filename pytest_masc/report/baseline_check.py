@@ -11,7 +11,7 @@ from ..gates import format_against
 from ..stats.compare import VERDICTS
 from .baseline import read_baseline
 from .cases import as_records, baseline_rows
-from .frame import as_frame, scored_rows
+from .frame import as_frame, case_rows, scored_rows
 from .model import PYTEST_FLAGS, Flags, PathLike, ReportError, number_text
 from .release import REWRITE, Comparison, Side, compare_sides, comparison_lines, row_finding
 from .settings import CHECKPOINT, SETTINGS, mismatch_text, setting_differences
@@ -181,7 +181,7 @@ def compare_baseline(
                 result.error = f"cannot compare: {result.mismatch} (pass {flags.allow_mismatch} to compare anyway)"
                 return result
     records = run.records if run is not None and run.records is not None else as_records(data)
-    current = {f"{row['suite']}::{row['concept']}": row for row in concept_table(scored_rows(as_frame(records)))} if records else {}
+    current = {f"{row['suite']}::{row['concept']}": row for row in concept_table(scored_rows(case_rows(as_frame(records))))} if records else {}
     before_all = baseline["concepts"]
     result.only_in_run = sorted(set(current) - set(before_all))
     result.only_in_baseline = sorted(set(before_all) - set(current))

@@ -21,11 +21,10 @@ are unknown.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .atomic import atomic_write_json
+from .atomic import atomic_write_json, read_json
 from .codec import record_from_json, record_to_json
 from .model import FORMAT, PathLike, Report, ReportError, record_order
 from .settings import CHECKPOINT, SETTINGS, run_settings
@@ -37,12 +36,7 @@ if TYPE_CHECKING:
 def load(path: PathLike) -> Report:
     """Read one ``--masc-json`` file (format 1 or 2); :class:`ReportError` naming it when unusable."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ReportError(f"{path}: report file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ReportError(f"{path}: not a readable JSON report ({error})") from None
+    data = read_json(path, "report file")
     if not isinstance(data, dict) or not isinstance(data.get("records"), list):
         raise ReportError(f"{path}: not a pytest-masc --masc-json report (no 'records' list)")
     version = data.get("format", 1)

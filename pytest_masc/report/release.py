@@ -11,7 +11,6 @@ and a ``regressed`` row whose drop is within it becomes ``inconclusive``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 from ..gates import Record
 from ..stats.compare import METRICS, VERDICTS, ReleaseComparison, RowComparison, compare_cases
+from .atomic import read_json
 from .cases import baseline_rows, baseline_table, records_table
 from .model import FORMAT, PathLike, Report, ReportError
 
@@ -82,12 +82,7 @@ def load_side(source: Union[PathLike, Report, dict]) -> Side:
     if isinstance(source, dict):
         return baseline_side(source, "<baseline>")
     path = Path(source)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ReportError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ReportError(f"{path}: not a readable JSON file ({error})") from None
+    data = read_json(path, "file")
     if isinstance(data, dict) and "records" in data and "concepts" not in data:
         report = load(path)
         if report.format < FORMAT:
