@@ -352,3 +352,40 @@ def test_docstring_checker_names_modules_without_a_job_sentence(tmp_path):
         "pkg/short.py: the docstring's first line 'Helpers.' states no job",
         "pkg/unfinished.py: the docstring's first paragraph is not a sentence (no full stop)",
     ]
+
+
+def _layout_paragraph() -> str:
+    readme = (PACKAGE_DIR.parent / "README.md").read_text(encoding="utf-8")
+    start = readme.index("**Layout.**")
+    return readme[start:readme.index("\n\n", start)]
+
+
+def _package_modules() -> dict[str, str]:
+    """``{module's last name: its dotted name}`` of every module of pytest_masc (``__init__``
+    and ``__main__`` left out: they are named by their package)."""
+    found = {}
+    for path in PACKAGE_DIR.rglob("*.py"):
+        if path.stem in ("__init__", "__main__"):
+            continue
+        found[module_name(path, PACKAGE_DIR)] = path.stem
+    return found
+
+
+def test_readme_layout_names_every_module():
+    """README's layout paragraph names each module of the package (as ``name`` in backticks):
+    a module added, split or renamed without the paragraph fails here."""
+    named = set(re.findall(r"`([A-Za-z_][A-Za-z0-9_.]*)", _layout_paragraph()))
+    missing = sorted(dotted for dotted, stem in _package_modules().items()
+                     if stem not in named and not any(n.startswith(stem + ".") for n in named))
+    assert not missing, f"README's Layout paragraph does not name: {missing}"
+
+
+def test_readme_layout_names_no_module_that_is_gone():
+    """Each backticked lowercase name in the layout paragraph is a module, a package or a
+    function of the package: a module deleted or renamed leaves no stale name behind."""
+    stems = set(_package_modules().values()) | {"__init__"} | {
+        path.name for path in PACKAGE_DIR.rglob("*") if path.is_dir() and (path / "__init__.py").exists()}
+    source = "\n".join(path.read_text(encoding="utf-8") for path in PACKAGE_DIR.rglob("*.py"))
+    words = set(re.findall(r"`([a-z_][a-z0-9_]*)`", _layout_paragraph()))
+    stale = sorted(word for word in words - stems if not re.search(rf"^\s*def {word}\(", source, re.M))
+    assert not stale, f"README's Layout paragraph names modules that do not exist: {stale}"
