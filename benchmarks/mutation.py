@@ -37,8 +37,9 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
-WORK = ROOT / ".mutation"
-SOCKET = WORK / "forkserver.sock"
+#: work databases, configs and the report (a --jobs worker's tree writes to its parent's)
+WORK = Path(os.environ.get("MASC_MUTATION_WORK", ROOT / ".mutation"))
+SOCKET = ROOT / ".mutation" / "forkserver.sock"  # one fork server per tree
 EQUIVALENTS = ROOT / "benchmarks" / "mutation.equivalents.toml"
 WARM_IMPORTS = ("numpy", "torch", "transformers", "pandas", "pyarrow", "PIL.Image", "hypothesis",
                 "sklearn.metrics", "krippendorff", "scipy.stats", "pytest", "_pytest.pytester")
@@ -74,7 +75,7 @@ def serve(timeout_s: float) -> None:
                 server.close()
                 signal.alarm(int(timeout_s))  # a mutant that loops forever dies here
                 sys.dont_write_bytecode = True
-                log = open(WORK / "last-test-output.txt", "w")
+                log = open(SOCKET.parent / "last-test-output.txt", "w")
                 os.dup2(log.fileno(), 1)
                 os.dup2(log.fileno(), 2)
                 import pytest
@@ -124,7 +125,7 @@ def write_config(path: str, tests: list[str], settings: dict, keep: list[str]) -
     return config
 
 
-def run_module(path: str, tests: list[str], settings: dict, rerun_survivors: bool) -> None:
+def run_module(path: str, tests: list[str], settings: dict, rerun_survivors: bool, sample: int) -> None:
     """Create (once) and execute the cosmic-ray session of one module."""
     keep = settings["operators"] + settings.get("extra-operators", {}).get(module_id(path), [])
     config = write_config(path, tests, settings, keep)
@@ -132,6 +133,8 @@ def run_module(path: str, tests: list[str], settings: dict, rerun_survivors: boo
     if not database.exists():
         subprocess.run(["cosmic-ray", "init", str(config), str(database)], check=True, cwd=ROOT)
         subprocess.run(["cr-filter-operators", str(database), str(config)], check=True, cwd=ROOT)
+        if sample:
+            keep_sample(database, sample, module_id(path))
     elif rerun_survivors:
         with sqlite3.connect(database) as db:
             db.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'")
@@ -140,7 +143,47 @@ def run_module(path: str, tests: list[str], settings: dict, rerun_survivors: boo
     print(f"{module_id(path)}: {time.monotonic() - started:.0f} s", flush=True)
 
 
+def keep_sample(database: Path, size: int, seed: str) -> None:
+    """Mark all but ``size`` mutants (a seeded random sample) as not sampled."""
+    import random
+    with sqlite3.connect(database) as db:
+        pending = [row[0] for row in db.execute(
+            "SELECT job_id FROM work_items WHERE job_id NOT IN (SELECT job_id FROM work_results) ORDER BY job_id")]
+        chosen = set(random.Random(seed).sample(pending, min(size, len(pending))))
+        db.executemany("INSERT INTO work_results (worker_outcome, output, job_id) VALUES ('SKIPPED', ?, ?)",
+                       [(NOT_SAMPLED, job) for job in pending if job not in chosen])
+
+
+def tree_copy(index: int) -> Path:
+    """A copy of this tree (tracked and untracked, not ignored files) for a parallel job."""
+    target = WORK / f"tree-{index}"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
+                           capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        source = ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            (target / name).write_bytes(source.read_bytes())
+    return target
+
+
+def run_jobs(chosen: list[str], jobs: int, extra_args: list[str]) -> None:
+    """Run the chosen modules in ``jobs`` tree copies at once (each mutates its own files)."""
+    workers = []
+    for index in range(jobs):
+        share = chosen[index::jobs]
+        if share:
+            tree = tree_copy(index)
+            workers.append(subprocess.Popen(
+                [sys.executable, str(tree / "benchmarks" / "mutation.py"), *extra_args, *map(module_id, share)],
+                cwd=tree, env={**os.environ, "MASC_MUTATION_WORK": str(WORK), "PYTHONPATH": str(tree)}))
+    for worker in workers:
+        worker.wait()
+
+
 # ---------------------------------------------------------------- report
+NOT_SAMPLED = "not sampled"
+
 def load_equivalents() -> dict:
     """(module id, line number, operator) -> (line text, reason) of the listed equivalents."""
     with open(EQUIVALENTS, "rb") as handle:
@@ -152,20 +195,23 @@ def module_rows(path: str, equivalents: dict) -> tuple[dict, list[str], list[str
     """Counts, surviving-mutant lines and stale equivalence entries for one module."""
     ident = module_id(path)
     database = WORK / (ident.replace("/", "_") + ".sqlite")
-    counts = dict(mutants=0, killed=0, survived=0, equivalent=0, pending=0, incompetent=0)
+    counts = dict(mutants=0, killed=0, survived=0, equivalent=0, pending=0, incompetent=0, unsampled=0)
     survivors: list[str] = []
     if not database.exists():
         return counts, survivors, []
     source = (ROOT / path).read_text().splitlines()
     with sqlite3.connect(database) as db:
         rows = db.execute(
-            "SELECT s.operator_name, s.start_pos_row, r.worker_outcome, r.test_outcome "
+            "SELECT s.operator_name, s.start_pos_row, r.worker_outcome, r.test_outcome, r.output "
             "FROM mutation_specs s LEFT JOIN work_results r ON r.job_id = s.job_id").fetchall()
     seen = set()
-    for operator, line, worker, test in rows:
-        if worker == "SKIPPED":
-            continue
+    for operator, line, worker, test, output in rows:
+        if worker == "SKIPPED" and output != NOT_SAMPLED:
+            continue  # an operator the configuration leaves out
         counts["mutants"] += 1
+        if output == NOT_SAMPLED:
+            counts["unsampled"] += 1
+            continue
         key = (ident, line, operator.removeprefix("core/"))
         code = source[line - 1].strip()
         if key in equivalents and equivalents[key][0] == code:
@@ -187,9 +233,9 @@ def module_rows(path: str, equivalents: dict) -> tuple[dict, list[str], list[str
 def report(settings: dict) -> str:
     """The markdown report: per-module table, survivors, stale equivalence entries."""
     equivalents = load_equivalents()
-    lines = ["| module | mutants | killed | survived | equivalent | incompetent | pending | score |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    total = dict(mutants=0, killed=0, survived=0, equivalent=0, pending=0, incompetent=0)
+    lines = ["| module | mutants | not sampled | killed | survived | equivalent | incompetent | pending | score |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    total = dict(mutants=0, killed=0, survived=0, equivalent=0, pending=0, incompetent=0, unsampled=0)
     all_survivors, all_stale = [], []
     for path in settings["modules"]:
         counts, survivors, stale = module_rows(path, equivalents)
@@ -212,7 +258,7 @@ def table_row(name: str, counts: dict) -> str:
     """One table row; the score is killed / (killed + survived)."""
     judged = counts["killed"] + counts["survived"]
     score = f"{100 * counts['killed'] / judged:.1f} %" if judged else "-"
-    return (f"| {name} | {counts['mutants']} | {counts['killed']} | {counts['survived']} | "
+    return (f"| {name} | {counts['mutants']} | {counts['unsampled']} | {counts['killed']} | {counts['survived']} | "
             f"{counts['equivalent']} | {counts['incompetent']} | {counts['pending']} | {score} |")
 
 
@@ -221,6 +267,9 @@ def main() -> int:
     parser.add_argument("modules", nargs="*", help="module ids (report/shards); default: all configured")
     parser.add_argument("--report-only", action="store_true", help="write the report from the databases")
     parser.add_argument("--rerun-survivors", action="store_true", help="run the surviving mutants again")
+    parser.add_argument("--sample", type=int, default=0, metavar="N",
+                        help="test a seeded random sample of N mutants per module (new sessions only)")
+    parser.add_argument("--jobs", type=int, default=1, help="modules run in this many tree copies at once")
     if sys.argv[1:2] == ["--client"]:  # the test command of a mutant: --client -- PYTEST ARGS
         return client(sys.argv[3:] if sys.argv[2:3] == ["--"] else sys.argv[2:])
     settings = load_settings()
@@ -229,11 +278,15 @@ def main() -> int:
         return 0
     args = parser.parse_args()
     WORK.mkdir(exist_ok=True)
-    if not args.report_only:
+    chosen = [p for p in settings["modules"] if not args.modules or module_id(p) in args.modules]
+    started = time.monotonic()
+    if args.jobs > 1 and not args.report_only:
+        run_jobs(chosen, args.jobs, ["--rerun-survivors"] * args.rerun_survivors + [f"--sample={args.sample}"])
+        print(f"wall time: {time.monotonic() - started:.0f} s", flush=True)
+    elif not args.report_only:
         os.environ["PYTHONPATH"] = str(ROOT)  # pytest subprocesses import the mutant
         os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
-        chosen = [p for p in settings["modules"] if not args.modules or module_id(p) in args.modules]
-        started = time.monotonic()
+        SOCKET.parent.mkdir(exist_ok=True)
         SOCKET.unlink(missing_ok=True)
         server = subprocess.Popen([sys.executable, __file__, "--serve"], cwd=ROOT)
         try:
@@ -242,7 +295,7 @@ def main() -> int:
                 if server.poll() is not None:
                     raise SystemExit("the fork server did not start")
             for path in chosen:
-                run_module(path, settings["modules"][path], settings, args.rerun_survivors)
+                run_module(path, settings["modules"][path], settings, args.rerun_survivors, args.sample)
         finally:
             server.terminate()
             server.wait()
