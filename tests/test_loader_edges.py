@@ -1,0 +1,116 @@
+"""The protocol loaders' selection rules exactly at their edges (issue #20): DreamBench++ drops a
+unit whose mask covers ``min_mask_fraction`` or less, ORIDa keeps a subject with at least
+``min_backgrounds`` backgrounds, and the first ``n_subjects`` eligible subjects."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pytest_masc.protocols.dreambench_plus import load_dreambench_plus
+from pytest_masc.protocols.orida import load_orida
+from pytest_masc.testing.datasets import write_dreambench_fixture, write_orida_fixture
+
+SIXTEENTH = 1 / 16  # a fraction a float32 mean holds exactly
+
+
+def write_fraction_mask(path: Path, fraction_of_16: int = 1) -> None:
+    """Overwrite the PNG mask at ``path`` (same size) with ``fraction_of_16`` sixteenths of its
+    pixels at 255 and the rest 0: whole rows, as the height is a multiple of 16."""
+    width, height = Image.open(path).size
+    assert height % 16 == 0
+    mask = np.zeros((height, width), dtype=np.uint8)
+    mask[: height * fraction_of_16 // 16] = 255
+    Image.fromarray(mask).save(path)
+
+
+@pytest.fixture(scope="module")
+def dreambench(tmp_path_factory):
+    fixture = write_dreambench_fixture(tmp_path_factory.mktemp("dreambench"))
+    write_fraction_mask(fixture.tiny_mask)  # the planted tiny output mask: now exactly 1/16
+    return fixture
+
+
+def keys(data) -> set[tuple[str, str]]:
+    return {(u.method, u.key) for u in data.units}
+
+
+def test_an_output_mask_of_exactly_min_mask_fraction_is_dropped_and_one_just_above_is_kept(dreambench):
+    at = load_dreambench_plus(dreambench.root, dreambench.masks, min_mask_fraction=SIXTEENTH)
+    below = load_dreambench_plus(dreambench.root, dreambench.masks, min_mask_fraction=math.nextafter(SIXTEENTH, 0))
+    assert at.dropped["small_out_mask"] == 1 and below.dropped["small_out_mask"] == 0
+    [extra] = keys(below) - keys(at)
+    assert len(below) == len(at) + 1 and extra[1] == "object_00_t-shirt-0" and extra[0] == "emu2"
+    assert dreambench.tiny_mask in {u.out_mask for u in below.units}
+
+
+def test_a_reference_mask_at_the_edge_drops_every_unit_of_its_collection(tmp_path):
+    fixture = write_dreambench_fixture(tmp_path)
+    reference = fixture.masks / "data" / "images" / "animal" / "00.png"
+    write_fraction_mask(reference)
+    before = load_dreambench_plus(fixture.root, fixture.masks, min_mask_fraction=math.nextafter(SIXTEENTH, 0))
+    dog = {k for k in keys(before) if "animal_00_dog" in k[1]}
+    assert len(dog) == 6 and before.dropped["small_ref_mask"] == 0  # 2 methods x 3 prompts
+    at = load_dreambench_plus(fixture.root, fixture.masks, min_mask_fraction=SIXTEENTH)
+    assert at.dropped["small_ref_mask"] == 6 and keys(before) - keys(at) == dog
+    assert at.dropped["small_out_mask"] == before.dropped["small_out_mask"] == 1  # the planted ~1 % output mask
+    full = load_dreambench_plus(fixture.root, fixture.masks, min_mask_fraction=0.0)
+    assert full.dropped["small_ref_mask"] == 0 and full.dropped["small_out_mask"] == 0
+
+
+def test_an_empty_mask_is_dropped_even_with_min_mask_fraction_zero(tmp_path):
+    fixture = write_dreambench_fixture(tmp_path)
+    write_fraction_mask(fixture.tiny_mask, 0)
+    data = load_dreambench_plus(fixture.root, fixture.masks, min_mask_fraction=0.0)
+    assert data.dropped["small_out_mask"] == 1
+    assert fixture.tiny_mask not in {u.out_mask for u in data.units}
+
+
+@pytest.mark.parametrize("fraction", [1.0, -0.01, 1.5])
+def test_min_mask_fraction_outside_zero_to_one_is_refused(dreambench, fraction):
+    with pytest.raises(ValueError, match=rf"min_mask_fraction must be in \[0, 1\), got {fraction}"):
+        load_dreambench_plus(dreambench.root, dreambench.masks, min_mask_fraction=fraction)
+
+
+def test_a_fraction_just_below_one_is_accepted(dreambench):
+    data = load_dreambench_plus(dreambench.root, dreambench.masks, min_mask_fraction=math.nextafter(1.0, 0))
+    assert len(data) == 0 and data.dropped["small_ref_mask"] > 0
+
+
+# ------------------------------------------------------------------ ORIDa
+@pytest.fixture(scope="module")
+def orida(tmp_path_factory):
+    return write_orida_fixture(tmp_path_factory.mktemp("orida"))
+
+
+def test_a_subject_with_exactly_min_backgrounds_is_kept(orida):
+    # apple_red, blue_mug, green_box have 4 backgrounds, yellow_duck 2
+    at_four = load_orida(orida.root, orida.split, min_backgrounds=4)
+    assert at_four.subjects == ("apple_red", "blue_mug", "green_box")
+    assert at_four.dropped == {"missing_mask": 1, "few_backgrounds": 1}
+    at_two = load_orida(orida.root, orida.split, min_backgrounds=2)
+    assert at_two.subjects == ("apple_red", "blue_mug", "green_box", "yellow_duck")
+    assert at_two.dropped["few_backgrounds"] == 0
+    # same-subject pairs: 3 * C(4, 2) + C(2, 2), and as many cross-subject pairs
+    assert int(at_two.same.sum()) == 19 and len(at_two.pairs) == 38
+    with pytest.raises(Exception, match=r"only 0 subject\(s\) have at least 5 backgrounds"):
+        load_orida(orida.root, orida.split, min_backgrounds=5)
+
+
+def test_n_subjects_takes_the_first_eligible_subjects(orida):
+    two = load_orida(orida.root, orida.split, n_subjects=2, min_backgrounds=2)
+    assert two.subjects == ("apple_red", "blue_mug") and int(two.same.sum()) == 12
+    assert all(two.same[:12]) and not any(two.same[12:])
+    assert {p.ref_subject for p in two.pairs} | {p.out_subject for p in two.pairs} == {"apple_red", "blue_mug"}
+
+
+@pytest.mark.parametrize("argument, value, message", [
+    ("min_backgrounds", 1, "min_backgrounds must be at least 2"),
+    ("n_subjects", 1, "n_subjects must be at least 2"),
+])
+def test_orida_arguments_below_two_are_refused(orida, argument, value, message):
+    with pytest.raises(ValueError, match=message):
+        load_orida(orida.root, orida.split, **{argument: value})
