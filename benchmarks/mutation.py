@@ -135,6 +135,8 @@ def run_module(path: str, tests: list[str], settings: dict, rerun_survivors: boo
         subprocess.run(["cr-filter-operators", str(database), str(config)], check=True, cwd=ROOT)
         if sample:
             keep_sample(database, sample, module_id(path))
+    elif sample:
+        keep_sample(database, sample, module_id(path))
     elif rerun_survivors:
         with sqlite3.connect(database) as db:
             db.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'")
@@ -144,9 +146,18 @@ def run_module(path: str, tests: list[str], settings: dict, rerun_survivors: boo
 
 
 def keep_sample(database: Path, size: int, seed: str) -> None:
-    """Mark all but ``size`` mutants (a seeded random sample) as not sampled."""
+    """Mark all but ``size`` mutants (a seeded random sample) as not sampled; on a session
+    sampled before, draw more of its unsampled mutants until ``size`` are sampled."""
     import random
     with sqlite3.connect(database) as db:
+        unsampled = [row[0] for row in db.execute(
+            "SELECT job_id FROM work_results WHERE output = ? ORDER BY job_id", (NOT_SAMPLED,))]
+        if unsampled:
+            considered = (db.execute("SELECT count(*) FROM work_items").fetchone()[0]
+                          - db.execute("SELECT count(*) FROM work_results WHERE worker_outcome = 'SKIPPED'").fetchone()[0])
+            more = random.Random(f"{seed}+{considered}").sample(unsampled, min(max(size - considered, 0), len(unsampled)))
+            db.executemany("DELETE FROM work_results WHERE job_id = ?", [(job,) for job in more])
+            return
         pending = [row[0] for row in db.execute(
             "SELECT job_id FROM work_items WHERE job_id NOT IN (SELECT job_id FROM work_results) ORDER BY job_id")]
         chosen = set(random.Random(seed).sample(pending, min(size, len(pending))))
@@ -202,10 +213,10 @@ def module_rows(path: str, equivalents: dict) -> tuple[dict, list[str], list[str
     source = (ROOT / path).read_text().splitlines()
     with sqlite3.connect(database) as db:
         rows = db.execute(
-            "SELECT s.operator_name, s.start_pos_row, r.worker_outcome, r.test_outcome, r.output "
+            "SELECT s.operator_name, s.start_pos_row, r.worker_outcome, r.test_outcome, r.output, r.diff "
             "FROM mutation_specs s LEFT JOIN work_results r ON r.job_id = s.job_id").fetchall()
     seen = set()
-    for operator, line, worker, test, output in rows:
+    for operator, line, worker, test, output, diff in rows:
         if worker == "SKIPPED" and output != NOT_SAMPLED:
             continue  # an operator the configuration leaves out
         counts["mutants"] += 1
@@ -223,7 +234,8 @@ def module_rows(path: str, equivalents: dict) -> tuple[dict, list[str], list[str
             counts["killed"] += 1
         elif test == "SURVIVED":
             counts["survived"] += 1
-            survivors.append(f"{path}:{line} {key[2]}  `{code}`")
+            mutated = next((d[1:].strip() for d in (diff or "").splitlines() if d.startswith("+") and not d.startswith("+++")), "")
+            survivors.append(f"{path}:{line} {key[2]}: `{code}` -> `{mutated}`")
         else:
             counts["incompetent"] += 1
     stale = [f"{k} {v[0]!r}" for k, v in equivalents.items() if k[0] == ident and k not in seen]

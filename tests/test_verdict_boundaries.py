@@ -231,3 +231,56 @@ def test_a_shard_whose_pytest_failed_outside_masc_is_a_finding():
     assert merged.shard_findings == ["a.json: pytest exited with status 1 (tests failed) although its MaSC cases passed"]
     failing = record("c3", scores={"concept": 0.1}, gates={"min_concept": 0.5})
     assert merge([shard([failing], "a.json", 1)]).shard_findings == []
+
+
+def suite_record(case_id: str, file: str, suite: str = "s") -> Record:
+    return record(case_id, nodeid=f"{file}::{case_id}", suite=suite)
+
+
+@pytest.mark.parametrize("files", [["a/masc_s.toml", "b/masc_s.toml"], ["a/masc_s.toml", "b/masc_s.toml", "c/masc_s.toml"]])
+def test_one_suite_name_from_two_suite_files_is_refused_by_its_records_alone(files):
+    """Shards that record nothing as collected (``collected`` empty): the records' node ids
+    still tell that one suite name comes from two files."""
+    reports = [shard([suite_record(f"c{i}", file)], f"{i}.json") for i, file in enumerate(files)]
+    with pytest.raises(ReportError, match=r"suite 's' comes from two suite files, a/masc_s\.toml \(0\.json\) and "
+                                          r"b/masc_s\.toml \(1\.json\); suites of one run need distinct names"):
+        merge(reports)
+    same_file = merge([shard([suite_record("c1", files[0])], "0.json"), shard([suite_record("c2", files[0])], "1.json")])
+    assert len(same_file.records) == 2
+
+
+@pytest.mark.parametrize("fmt, suite_gates", [(FORMAT - 1, {}), (FORMAT, None), (FORMAT - 1, None)])
+def test_a_shard_of_an_old_format_or_without_suite_gates_is_refused(fmt, suite_gates):
+    old = Report(records=[record()], settings=SETTINGS, suite_gates=suite_gates, format=fmt,
+                 shards=[{"source": "old.json", "exitstatus": 0, "cases": 1}])
+    with pytest.raises(ReportError, match=rf"old\.json: --masc-json format {fmt} records no run settings"):
+        merge([old])
+
+
+def test_a_suite_gate_reports_how_many_rated_cases_it_used():
+    none_ran = suite_gate_results({"s": {"min_alpha_concept": 0.5}}, records_frame([record(suite="t")]), {"suites": {}})
+    assert (none_ran[0]["used"], none_ran[0]["ran"], none_ran[0]["verdict"]) == (0, 0, "not checked")
+    unrated = records_frame([record("u1"), record("u2")])
+    rated_elsewhere = suite_gate_results({"s": {"min_alpha_concept": 0.5}}, unrated, {"suites": {}},
+                                         {"s": {"rated": {"concept": 3}}})
+    assert rated_elsewhere[0]["reason"] == "none of its 3 rated cases ran"
+    no_concept_count = suite_gate_results({"s": {"min_alpha_concept": 0.5}}, unrated, {"suites": {}},
+                                          {"s": {"rated": {"prompt": 3}}})
+    assert no_concept_count[0]["rated"] == 0 and no_concept_count[0]["verdict"] == "failed"
+    assert no_concept_count[0]["reason"] == "0 scored rated case(s); an alpha needs at least 3"
+
+
+def test_a_failed_suite_alpha_prints_three_decimals():
+    summary = {"suites": {"s": {"agreement": {"concept": {"alpha": 0.123456, "ci": [0.0, 0.3]}}}}}
+    [result] = suite_gate_results({"s": {"min_alpha_concept": 0.5}}, records_frame(rated_records()), summary,
+                                  {"s": {"rated": {"concept": 6}}})
+    assert suite_gate_finding(result) == ("s: alpha of concept scores vs humans 0.123 < min_alpha_concept 0.5 "
+                                          "(over 4 of 6 rated cases)")
+
+
+def test_a_first_shard_that_loaded_no_model_takes_the_dtype_of_another():
+    first = shard([record("c1")], "a.json")
+    first.settings = {**SETTINGS, "dtype": None}
+    merged = merge([first, shard([record("c2")], "b.json")])
+    assert merged.settings["dtype"] == "float32"
+    assert merge([shard([record("c1")], "a.json"), first]).settings["dtype"] == "float32"
