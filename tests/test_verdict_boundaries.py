@@ -283,4 +283,4 @@ def test_a_first_shard_that_loaded_no_model_takes_the_dtype_of_another():
     first.settings = {**SETTINGS, "dtype": None}
     merged = merge([first, shard([record("c2")], "b.json")])
     assert merged.settings["dtype"] == "float32"
-    assert merge([shard([record("c1")], "a.json"), first]).settings["dtype"] == "float32"
+    assert merge([shard([record("c3")], "c.json"), first]).settings["dtype"] == "float32"
