@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 try:
     import tomllib
@@ -196,14 +197,21 @@ def run_jobs(chosen: list[str], jobs: int, extra_args: list[str]) -> None:
 NOT_SAMPLED = "not sampled"
 
 def load_equivalents() -> dict:
-    """(module id, line number, operator) -> (line text, reason) of the listed equivalents."""
+    """(module id, line, operator, mutated line) -> (original line, reason) of the listed equivalents."""
     with open(EQUIVALENTS, "rb") as handle:
         rows = tomllib.load(handle).get("equivalent", [])
-    return {(r["module"], int(r["line"]), r["operator"]): (r["code"], r["reason"]) for r in rows}
+    return {(r["module"], int(r["line"]), r["operator"], r["mutant"]): (r["code"], r["reason"]) for r in rows}
+
+
+def mutated_line(diff: Optional[str]) -> str:
+    """The first added line of a mutant's diff, stripped."""
+    added = (d[1:] for d in (diff or "").splitlines() if d.startswith("+") and not d.startswith("+++"))
+    return next(added, "").strip()
 
 
 def module_rows(path: str, equivalents: dict) -> tuple[dict, list[str], list[str]]:
-    """Counts, surviving-mutant lines and stale equivalence entries for one module."""
+    """Counts, surviving mutants and stale equivalence entries (the line changed, or the
+    mutant was killed after all) for one module."""
     ident = module_id(path)
     database = WORK / (ident.replace("/", "_") + ".sqlite")
     counts = dict(mutants=0, killed=0, survived=0, equivalent=0, pending=0, incompetent=0, unsampled=0)
@@ -223,9 +231,9 @@ def module_rows(path: str, equivalents: dict) -> tuple[dict, list[str], list[str
         if output == NOT_SAMPLED:
             counts["unsampled"] += 1
             continue
-        key = (ident, line, operator.removeprefix("core/"))
-        code = source[line - 1].strip()
-        if key in equivalents and equivalents[key][0] == code:
+        code, mutated = source[line - 1].strip(), mutated_line(diff)
+        key = (ident, line, operator.removeprefix("core/"), mutated)
+        if key in equivalents and equivalents[key][0] == code and test != "KILLED":
             counts["equivalent"] += 1
             seen.add(key)
         elif worker is None:
@@ -234,7 +242,6 @@ def module_rows(path: str, equivalents: dict) -> tuple[dict, list[str], list[str
             counts["killed"] += 1
         elif test == "SURVIVED":
             counts["survived"] += 1
-            mutated = next((d[1:].strip() for d in (diff or "").splitlines() if d.startswith("+") and not d.startswith("+++")), "")
             survivors.append(f"{path}:{line} {key[2]}: `{code}` -> `{mutated}`")
         else:
             counts["incompetent"] += 1
