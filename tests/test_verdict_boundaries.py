@@ -284,3 +284,57 @@ def test_a_first_shard_that_loaded_no_model_takes_the_dtype_of_another():
     merged = merge([first, shard([record("c2")], "b.json")])
     assert merged.settings["dtype"] == "float32"
     assert merge([shard([record("c3")], "c.json"), first]).settings["dtype"] == "float32"
+
+
+# ------------------------------------------------------------------ the run's verdict
+def evaluation(**fields) -> "Evaluation":
+    from pytest_masc.report.verdict import Evaluation
+    values = dict(summary={}, alpha_findings=[], protocol_findings=[], baseline=None, failed_cases=0, errored_cases=0)
+    values.update(fields)
+    return Evaluation(**values)
+
+
+def test_a_run_fails_for_any_one_reason_and_passes_with_none():
+    from pytest_masc.report.baseline import BaselineUpdate
+    from pytest_masc.report.compare import BaselineComparison
+    assert not evaluation().failed and evaluation().counts() == []
+    for reason in (dict(failed_cases=1), dict(errored_cases=1), dict(alpha_findings=["s: alpha"]),
+                   dict(protocol_findings=["p"]), dict(shard_findings=["a.json"]),
+                   dict(baseline=BaselineComparison(path="b", max_drop=0.0, regressions=["x"])),
+                   dict(baseline=BaselineComparison(path="b", max_drop=0.0, missing=["s::c"])),
+                   dict(baseline=BaselineComparison(path="b", max_drop=0.0, error="cannot compare")),
+                   dict(baseline_update=BaselineUpdate(path="b", error="read-only"))):
+        assert evaluation(**reason).failed, reason
+    assert not evaluation(baseline=BaselineComparison(path="b", max_drop=0.0, compared=["s::c"])).failed
+    assert evaluation(protocol_findings=["p"], alpha_findings=["a"]).suite_findings == ["p", "a"]
+
+
+def test_the_closing_counts_name_each_kind_of_session_failure():
+    from pytest_masc.report.baseline import BaselineUpdate
+    from pytest_masc.report.compare import BaselineComparison
+    one = evaluation(baseline=BaselineComparison(path="b", max_drop=0.0, regressions=["x"], missing=["m"],
+                                                 error="e"), alpha_findings=["a"])
+    assert one.counts() == [(1, "MaSC baseline error"), (1, "MaSC baseline regression"),
+                            (1, "MaSC baseline concept missing"), (1, "MaSC suite gate failed")]
+    two = evaluation(baseline=BaselineComparison(path="b", max_drop=0.0, regressions=["x", "y"], missing=["m", "n"],
+                                                 error="e"),
+                     baseline_update=BaselineUpdate(path="b", error="read-only"), alpha_findings=["a", "b"])
+    assert two.counts() == [(2, "MaSC baseline errors"), (2, "MaSC baseline regressions"),
+                            (2, "MaSC baseline concepts missing"), (2, "MaSC suite gates failed")]
+    assert two.session_reasons == ["ERROR e", "REGRESSION x", "REGRESSION y", "MISSING m: in the baseline, not in this run",
+                                   "MISSING n: in the baseline, not in this run", "ERROR baseline not written: read-only",
+                                   "a", "b"]
+
+
+def test_evaluate_lists_errors_and_subjects_missing_from_prompts():
+    broken = record("c2")
+    broken.error = "\n  image not found: c2.png\n  more"
+    blank = record("c3")
+    blank.error = "   "
+    unstripped = record("c4")
+    unstripped.extras["subject_found"] = False
+    result = evaluate(Report(records=[record("c1"), broken, blank, unstripped], settings=SETTINGS, suite_gates={}),
+                      n_resamples=10)
+    assert result.errors == ["s / c2: image not found: c2.png", "s / c3: error"]
+    assert result.subject_notes == ["s / c4: subject 'dog', prompt 'a dog on a beach'"]
+    assert (result.failed_cases, result.errored_cases) == (0, 2) and result.failed
