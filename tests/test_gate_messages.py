@@ -19,6 +19,7 @@ from pytest_masc.gates import (Record, evaluate_gates, failure_report, format_ag
     (0.123456, [0.5, None, math.nan], 3, "0.123"),
     (0.12351, [0.1235], 4, "0.12351"),
     (math.nextafter(0.95, 0), [0.95], 4, "0.9499999999999998"),
+    (-1e-18, [0], 4, "-1e-18"),  # no fixed-point text up to 17 places shows it below 0
 ])
 def test_format_against_shows_a_value_on_its_side_of_each_threshold(value, thresholds, digits, text):
     assert format_against(value, thresholds, digits) == text
@@ -51,6 +52,15 @@ def test_a_gate_threshold_is_a_finite_number_in_its_closed_range(gate, value, va
 ])
 def test_a_human_rating_lies_on_zero_to_four(value, valid):
     assert valid_rating(value) is valid
+
+
+def test_a_record_reads_a_missing_score_as_nan_and_keys_its_first_check_by_node_id():
+    from pytest_masc.report.baseline import baseline_payload
+    case = Record(nodeid="test_m.py::test_a", kind="python", suite="test_m.py", concept="dog", case_id="test_a",
+                  prompt="a dog", subject=None, image="a.png", scores={"concept": None, "prompt": 0.25})
+    assert math.isnan(case.score("concept")) and math.isnan(case.score("global_prompt")) and case.score("prompt") == 0.25
+    assert case.check_index == 0 and case.seed is None and case.passed and case.as_dict()["nodeid"] == "test_m.py::test_a"
+    assert list(baseline_payload([case], settings={})["cases"]) == ["test_m.py::test_a"]
 
 
 def test_nan_to_none():
