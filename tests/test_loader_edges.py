@@ -114,3 +114,59 @@ def test_n_subjects_takes_the_first_eligible_subjects(orida):
 def test_orida_arguments_below_two_are_refused(orida, argument, value, message):
     with pytest.raises(ValueError, match=message):
         load_orida(orida.root, orida.split, **{argument: value})
+
+
+# ------------------------------------------------------------------ DreamBench++ files
+def write_ratings(tmp_path: Path, data) -> Path:
+    import json
+    path = tmp_path / "ratings.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def test_ratings_at_both_ends_of_the_scale_are_read_and_beyond_them_refused(tmp_path):
+    from pytest_masc.protocols.dreambench_files import read_ratings
+    ratings = read_ratings(write_ratings(tmp_path, {"object_00_can-0": 0, "object_00_can-1": 4, "object_00_can-2": None,
+                                                    "object_00_can-3": 2.5}))
+    assert ratings["object_00_can-0"] == 0.0 and ratings["object_00_can-1"] == 4.0 and ratings["object_00_can-3"] == 2.5
+    assert math.isnan(ratings["object_00_can-2"])
+    for bad, shown in ((math.nextafter(4.0, 5), "4.000000000000001"), (-0.01, "-0.01")):
+        path = write_ratings(tmp_path, {"object_00_can-0": bad})
+        with pytest.raises(Exception, match=rf"ratings\.json: rating of 'object_00_can-0' is {shown}, outside 0\.\.4"):
+            read_ratings(path)
+    assert read_ratings(write_ratings(tmp_path, {"object_00_can-0": 5}), scale_max=5)["object_00_can-0"] == 5.0
+    for bad in (True, "3"):
+        with pytest.raises(Exception, match=r"rating of 'object_00_can-0' is .*, not a number"):
+            read_ratings(write_ratings(tmp_path, {"object_00_can-0": bad}))
+    with pytest.raises(Exception, match=r"must hold a JSON object of key -> rating, got list"):
+        read_ratings(write_ratings(tmp_path, [1, 2]))
+
+
+@pytest.mark.parametrize("key, parsed", [
+    ("live_subject_animal_00_kitten-3", ("live_subject_animal_00_kitten", 3)),
+    ("object_00_a-b-0", ("object_00_a-b", 0)),
+    ("x-12", ("x", 12)),
+])
+def test_a_rating_key_is_split_at_its_last_dash(key, parsed):
+    from pytest_masc.protocols.dreambench_files import parse_key
+    assert parse_key(key) == parsed
+
+
+@pytest.mark.parametrize("key", ["kitten", "-3", "kitten-", "kitten-x", "kitten-3.0"])
+def test_a_malformed_rating_key_is_refused(key):
+    from pytest_masc.protocols.dreambench_files import parse_key
+    with pytest.raises(Exception, match=rf"where: key '{re_escape(key)}' is not '<collection_id>-<prompt_index>'"):
+        parse_key(key, "where")
+
+
+def re_escape(text: str) -> str:
+    import re
+    return re.escape(text)
+
+
+def test_collection_ids_and_method_names_as_published():
+    from pytest_masc.protocols.dreambench_files import collection_id, method_name
+    assert collection_id("animal", "00", "Golden Retriever") == "live_subject_animal_00_golden_retriever"
+    assert collection_id("human", "03", "girl") == "live_subject_human_03_girl"
+    assert collection_id("object", "01", "Red Can") == "object_01_red_can"
+    assert method_name("DreamBooth LoRA-SDXL") == "dreambooth_lora_sdxl"
