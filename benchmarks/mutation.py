@@ -134,11 +134,9 @@ def run_module(path: str, tests: list[str], settings: dict, rerun_survivors: boo
     if not database.exists():
         subprocess.run(["cosmic-ray", "init", str(config), str(database)], check=True, cwd=ROOT)
         subprocess.run(["cr-filter-operators", str(database), str(config)], check=True, cwd=ROOT)
-        if sample:
-            keep_sample(database, sample, module_id(path))
-    elif sample:
+    if sample:
         keep_sample(database, sample, module_id(path))
-    elif rerun_survivors:
+    if rerun_survivors:
         with sqlite3.connect(database) as db:
             db.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'")
     started = time.monotonic()
@@ -148,7 +146,8 @@ def run_module(path: str, tests: list[str], settings: dict, rerun_survivors: boo
 
 def keep_sample(database: Path, size: int, seed: str) -> None:
     """Mark all but ``size`` mutants (a seeded random sample) as not sampled; on a session
-    sampled before, draw more of its unsampled mutants until ``size`` are sampled."""
+    sampled before, draw more of its unsampled mutants until ``size`` are sampled (on a session
+    never sampled, the sample is drawn from the mutants not tested yet)."""
     import random
     with sqlite3.connect(database) as db:
         unsampled = [row[0] for row in db.execute(
