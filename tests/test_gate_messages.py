@@ -40,7 +40,8 @@ def test_threshold_and_shortfall_texts():
     ("min_concept", 1.0, True), ("min_concept", -1.0, True), ("min_concept", math.nextafter(1.0, 2), False),
     ("min_concept", math.nextafter(-1.0, -2), False), ("min_prompt_margin", 0, True), ("min_concept", True, False),
     ("min_concept", math.nan, False), ("min_concept", math.inf, False), ("min_concept", "0.5", False),
-    ("min_auc", 0.0, True), ("min_auc", 1.0, True), ("min_auc", -0.01, False), ("min_alpha_prompt", -1.0, True),
+    ("min_auc", 0.0, True), ("min_auc", 1.0, True), ("min_auc", -0.01, False), ("min_auc", math.nextafter(1.0, 2), False),
+    ("min_alpha_prompt", -1.0, True), ("min_alpha_concept", math.nextafter(1.0, 2), False),
 ])
 def test_a_gate_threshold_is_a_finite_number_in_its_closed_range(gate, value, valid):
     assert valid_gate(gate, value) is valid
@@ -61,6 +62,13 @@ def test_a_record_reads_a_missing_score_as_nan_and_keys_its_first_check_by_node_
     assert math.isnan(case.score("concept")) and math.isnan(case.score("global_prompt")) and case.score("prompt") == 0.25
     assert case.check_index == 0 and case.seed is None and case.passed and case.as_dict()["nodeid"] == "test_m.py::test_a"
     assert list(baseline_payload([case], settings={})["cases"]) == ["test_m.py::test_a"]
+
+
+def test_the_failure_report_shows_a_gated_score_on_its_side_of_the_threshold():
+    case = Record(nodeid="m.toml::c", kind="suite", suite="s", concept="dog", case_id="c", prompt="a dog", subject=None,
+                  image="o.png", scores={"concept": 0.949996, "prompt": 0.949996}, gates={"min_concept": 0.95})
+    evaluate_gates(case)
+    assert "  scores: concept=0.949996, prompt=0.9500" in failure_report(case).splitlines()
 
 
 def test_nan_to_none():

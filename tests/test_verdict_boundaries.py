@@ -338,3 +338,15 @@ def test_evaluate_lists_errors_and_subjects_missing_from_prompts():
     assert result.errors == ["s / c2: image not found: c2.png", "s / c3: error"]
     assert result.subject_notes == ["s / c4: subject 'dog', prompt 'a dog on a beach'"]
     assert (result.failed_cases, result.errored_cases) == (0, 2) and result.failed
+
+
+def test_one_suite_name_from_two_files_is_refused_by_what_the_shards_collected():
+    def collected_shard(file: str, source: str) -> Report:
+        report = shard([], source)
+        report.collected = {"s": {"file": file, "concepts": {"dog": 1}, "rated": {"concept": 0, "prompt": 0}}}
+        return report
+    with pytest.raises(ReportError, match=r"suite 's' comes from two suite files, a/masc_s\.toml \(a\.json\) and "
+                                          r"b/masc_s\.toml \(b\.json\)"):
+        merge([collected_shard("a/masc_s.toml", "a.json"), collected_shard("b/masc_s.toml", "b.json")])
+    assert merge([collected_shard("a/masc_s.toml", "a.json"), collected_shard("a/masc_s.toml", "b.json")]).collected == {
+        "s": {"file": "a/masc_s.toml", "concepts": {"dog": 1}, "rated": {"concept": 0, "prompt": 0}}}
