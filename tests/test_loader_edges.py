@@ -170,3 +170,61 @@ def test_collection_ids_and_method_names_as_published():
     assert collection_id("human", "03", "girl") == "live_subject_human_03_girl"
     assert collection_id("object", "01", "Red Can") == "object_01_red_can"
     assert method_name("DreamBooth LoRA-SDXL") == "dreambooth_lora_sdxl"
+
+
+def test_rating_groups_are_the_visible_directories_of_merged_data(tmp_path):
+    from pytest_masc.protocols.dreambench_files import rating_files
+    merged = tmp_path / "data_human_rating" / "merged_data"
+    for group in ("group_b", "group_a", ".cache"):
+        (merged / group).mkdir(parents=True)
+    (merged / "README.md").write_text("not a group")
+    (merged / "group_a" / "emu2-cp.json").write_text("{}")
+    (merged / "group_a" / "emu2-pf.json").write_text("{}")
+    (merged / "group_b" / "emu2-cp.json").write_text("{}")
+    (merged / "group_b" / "notes.json").write_text("{}")
+    groups, files = rating_files(tmp_path)
+    assert groups == ("group_a", "group_b")
+    assert files == {"emu2": {"concept": {"group_a": merged / "group_a" / "emu2-cp.json",
+                                          "group_b": merged / "group_b" / "emu2-cp.json"},
+                              "prompt": {"group_a": merged / "group_a" / "emu2-pf.json"}}}
+    assert rating_files(tmp_path / "elsewhere") == ((), {})
+
+
+def test_a_method_s_sample_directory_is_found_by_prefix_only_when_one_matches(tmp_path):
+    from pytest_masc.errors import InputError
+    from pytest_masc.protocols.dreambench_files import sample_dir
+    assert sample_dir(tmp_path, "mymethod", None) is None  # no samples directory at all
+    samples = tmp_path / "samples"
+    (samples / "mymethod_gs7").mkdir(parents=True)
+    assert sample_dir(tmp_path, "mymethod", None) == samples / "mymethod_gs7"
+    assert sample_dir(tmp_path, "other", None) is None
+    (samples / "mymethod_gs3").mkdir()
+    with pytest.raises(InputError, match=r"several sample directories could be method 'mymethod' "
+                                         r"\(mymethod_gs3, mymethod_gs7\)"):
+        sample_dir(tmp_path, "mymethod", None)
+    (samples / "mymethod").mkdir()
+    assert sample_dir(tmp_path, "mymethod", None) == samples / "mymethod"  # an exact name wins
+    assert sample_dir(tmp_path, "x", "mymethod_gs3") == samples / "mymethod_gs3"
+    with pytest.raises(InputError, match=r"sample directory of method 'x' not found"):
+        sample_dir(tmp_path, "x", "missing")
+
+
+def write_orida_subjects(root: Path, sizes: dict[str, int]) -> Path:
+    """An ORIDa tree with ``sizes[subject]`` masked photos per subject (tiny PNGs)."""
+    split = root / "ORIDa_v1.0" / "test"
+    for subject, count in sizes.items():
+        images, masks = split / subject / "factual_only" / "images", split / subject / "factual_only" / "annotations" / "masks"
+        images.mkdir(parents=True)
+        masks.mkdir(parents=True)
+        for k in range(count):
+            Image.fromarray(np.full((8, 8, 3), 40 * k, dtype=np.uint8)).save(images / f"{subject}_bg{k:02d}.png")
+            Image.fromarray(np.full((8, 8), 255, dtype=np.uint8)).save(masks / f"{subject}_bg{k:02d}_mask.png")
+    return root
+
+
+def test_orida_takes_every_cross_pair_when_there_are_fewer_than_same_pairs(tmp_path):
+    """6 photos of one subject and 2 of another: 16 same-subject pairs but only 12 cross pairs."""
+    data = load_orida(write_orida_subjects(tmp_path, {"a": 6, "b": 2}), "test", min_backgrounds=2)
+    assert int(data.same.sum()) == 16 and int((~data.same).sum()) == 12
+    cross = {frozenset((p.ref_image, p.out_image)) for p in data.pairs if not p.same}
+    assert len(cross) == 12 and all(p.ref_subject != p.out_subject for p in data.pairs if not p.same)
