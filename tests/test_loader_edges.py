@@ -228,3 +228,16 @@ def test_orida_takes_every_cross_pair_when_there_are_fewer_than_same_pairs(tmp_p
     assert int(data.same.sum()) == 16 and int((~data.same).sum()) == 12
     cross = {frozenset((p.ref_image, p.out_image)) for p in data.pairs if not p.same}
     assert len(cross) == 12 and all(p.ref_subject != p.out_subject for p in data.pairs if not p.same)
+
+
+def test_every_orida_photo_can_be_drawn_into_a_cross_pair_and_pairs_are_frozen(orida):
+    """Over a few seeds the random cross-subject draw reaches every photo (none, such as the
+    first, is left out of the draw), and a drawn pair cannot be altered."""
+    import dataclasses
+    photos = set()
+    for seed in range(6):
+        data = load_orida(orida.root, orida.split, min_backgrounds=2, seed=seed)
+        photos |= {image for p in data.pairs if not p.same for image in (p.ref_image, p.out_image)}
+    assert photos == {image for images in data.photos.values() for image in images}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        data.pairs[0].ref_subject = "other"

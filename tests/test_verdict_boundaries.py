@@ -350,3 +350,12 @@ def test_one_suite_name_from_two_files_is_refused_by_what_the_shards_collected()
         merge([collected_shard("a/masc_s.toml", "a.json"), collected_shard("b/masc_s.toml", "b.json")])
     assert merge([collected_shard("a/masc_s.toml", "a.json"), collected_shard("a/masc_s.toml", "b.json")]).collected == {
         "s": {"file": "a/masc_s.toml", "concepts": {"dog": 1}, "rated": {"concept": 0, "prompt": 0}}}
+
+
+def test_an_empty_reference_still_lets_the_other_gates_judge():
+    scores, per_reference = combine_scores([score(0.9, prompt=0.125), score(math.nan, prompt=0.5)])
+    case = record(gates={"min_concept": 0.5, "min_prompt": 0.25, "min_global_concept": 0.0})
+    case.scores, case.concept_per_reference = scores, per_reference
+    failures = evaluate_gates(case)
+    assert len(failures) == 2 and failures[0].startswith("reference mask is empty (reference 2)")
+    assert failures[1].startswith("prompt following (PF) 0.1250 < min_prompt 0.2500")
