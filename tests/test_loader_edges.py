@@ -241,3 +241,46 @@ def test_every_orida_photo_can_be_drawn_into_a_cross_pair_and_pairs_are_frozen(o
     assert photos == {image for images in data.photos.values() for image in images}
     with pytest.raises(dataclasses.FrozenInstanceError):
         data.pairs[0].ref_subject = "other"
+
+
+def test_prompts_come_from_the_captions_without_text_files_and_an_index_past_them_is_refused(tmp_path):
+    import shutil
+    from pytest_masc.errors import InputError
+    fixture = write_dreambench_fixture(tmp_path)
+    with_text = {(u.method, u.key): u.prompt for u in load_dreambench_plus(fixture.root, fixture.masks).units}
+    samples = fixture.root / "samples"
+    for text_dir in samples.glob("*/text"):
+        shutil.rmtree(text_dir)
+    from_captions = {(u.method, u.key): u.prompt for u in load_dreambench_plus(fixture.root, fixture.masks).units}
+    assert from_captions == with_text and len(with_text) == 22
+    # an output for prompt index 3 of a subject with prompts 0..2, and no text file for it
+    method_dir = next(samples.glob("emu2_*"))
+    outputs = method_dir / "tgt_image" / "object_00_t-shirt"
+    source = next(outputs.glob("1_0.*"))
+    shutil.copy(source, outputs / f"3_0{source.suffix}")
+    mask_dir = fixture.masks / "samples" / method_dir.name / "tgt_image" / "object_00_t-shirt"
+    shutil.copy(next(mask_dir.glob("1_0.*")), mask_dir / "3_0.png")
+    with pytest.raises(InputError, match=r"no prompt for object_00_t-shirt-3 \(file missing or empty, and .* has 3 prompts\)"):
+        load_dreambench_plus(fixture.root, fixture.masks, rated_only=False)
+
+
+def test_protocol_summaries_count_units_pairs_and_drops(tmp_path, orida):
+    from pytest_masc.protocols.dreambench_plus import ProtocolData
+    fixture = write_dreambench_fixture(tmp_path)
+    assert load_dreambench_plus(fixture.root, fixture.masks).summary() == (
+        "22 units, 2 methods, 2 rater groups; dropped 2 (missing_out_mask 1, small_out_mask 1)")
+    empty = ProtocolData(samples=[], units=[], ratings={}, groups=(), dropped={"missing_output": 0}, methods=())
+    assert empty.summary() == "0 units, 0 methods, 0 rater groups; dropped 0 (none)"
+    assert load_orida(orida.root, orida.split, min_backgrounds=4).summary() == (
+        "3 subjects, 12 photos; 18 same-subject and 18 cross-subject pairs; "
+        "skipped 1 photos without mask, 1 subjects with too few backgrounds")
+
+
+def test_orida_reads_only_visible_image_files(tmp_path):
+    root = write_orida_subjects(tmp_path, {"a": 2, "b": 2})
+    images = root / "ORIDa_v1.0" / "test" / "a" / "factual_only" / "images"
+    (images / "notes.txt").write_text("not a photo")
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(images / ".hidden.png")
+    data = load_orida(root, "test", min_backgrounds=2)
+    assert data.dropped == {"missing_mask": 0, "few_backgrounds": 0}
+    assert [p.name for p in data.photos["a"]] == ["a_bg00.png", "a_bg01.png"]
