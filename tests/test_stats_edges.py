@@ -1,0 +1,24 @@
+"""Agreement statistics at their edges (issue #20): data with no spread has no alpha, even
+when float round-off leaves a tiny positive expected disagreement."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pytest_masc.stats.agreement import interval_alpha, krippendorff_alpha
+
+
+@pytest.mark.parametrize("value", [0.1, 0.7, 1 / 3, 2.2, 3.7])
+@pytest.mark.parametrize("shape", [(2, 3), (3, 5), (2, 7)])
+def test_constant_ratings_have_no_alpha(value, shape):
+    ratings = np.full(shape, value)
+    assert math.isnan(interval_alpha(ratings))
+    assert math.isnan(krippendorff_alpha(ratings, "interval"))
+
+
+def test_a_single_pairable_value_per_unit_has_no_alpha():
+    ratings = np.array([[1.0, np.nan, 3.0], [np.nan, 2.0, np.nan]])
+    assert math.isnan(interval_alpha(ratings))
+    assert interval_alpha(np.array([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])) == 1.0
