@@ -74,7 +74,7 @@ def serve(timeout_s: float) -> None:
             pid = os.fork()
             if pid == 0:  # child: run the tests against the files as they are on disk now
                 server.close()
-                signal.alarm(int(timeout_s))  # a mutant that loops forever dies here
+                signal.alarm(int(timeout_s * 0.9))  # a mutant that loops forever dies here, before cosmic-ray's timeout
                 sys.dont_write_bytecode = True
                 log = open(SOCKET.parent / "last-test-output.txt", "w")
                 os.dup2(log.fileno(), 1)
@@ -89,16 +89,30 @@ def serve(timeout_s: float) -> None:
                 os._exit(code)
             _, status = os.waitpid(pid, 0)
             code = os.waitstatus_to_exitcode(status)
-            connection.sendall(f"{code}\n".encode())
+            try:
+                connection.sendall(f"{code}\n".encode())
+            except OSError:  # cosmic-ray timed the client out; serve the next one
+                pass
+
+
+UNREACHABLE = "fork server unreachable"
 
 
 def client(pytest_args: list[str]) -> int:
-    """Ask the fork server to run pytest with these arguments; return pytest's exit code."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
-        connection.connect(str(SOCKET))
-        connection.sendall((json.dumps(pytest_args) + "\n").encode())
-        reply = connection.makefile("r").readline().strip()
-    return int(reply) if reply else 98
+    """Ask the fork server to run pytest with these arguments; return pytest's exit code. A
+    server that cannot be reached prints :data:`UNREACHABLE` (the report counts the mutant
+    incompetent, never killed)."""
+    for _ in range(30):
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+                connection.connect(str(SOCKET))
+                connection.sendall((json.dumps(pytest_args) + "\n").encode())
+                reply = connection.makefile("r").readline().strip()
+            return int(reply) if reply else 98
+        except OSError:
+            time.sleep(1.0)
+    print(UNREACHABLE, flush=True)
+    return 97
 
 
 # ---------------------------------------------------------------- cosmic-ray sessions
@@ -230,6 +244,9 @@ def module_rows(path: str, equivalents: dict) -> tuple[dict, list[str], list[str
         if output == NOT_SAMPLED:
             counts["unsampled"] += 1
             continue
+        if UNREACHABLE in (output or ""):
+            counts["incompetent"] += 1  # not tested: the fork server was down
+            continue
         code, mutated = source[line - 1].strip(), mutated_line(diff)
         key = (ident, line, operator.removeprefix("core/"), mutated)
         if key in equivalents and equivalents[key][0] == code and test != "KILLED":
@@ -264,7 +281,7 @@ def report(settings: dict) -> str:
         lines.append(table_row(module_id(path), counts))
     lines.append(table_row("**all**", total))
     lines += ["", "Score = killed / (killed + survived); equivalents are excluded, incompetent "
-              "mutants (the mutated module cannot be imported or run) are neither.", "",
+              "mutants (not tested: the fork server was unreachable) are neither.", "",
               f"## Survivors ({len(all_survivors)})", ""] + [f"- {s}" for s in all_survivors]
     if all_stale:
         lines += ["", "## Stale equivalence entries (the line moved or changed)", ""]

@@ -22,3 +22,11 @@ def test_a_single_pairable_value_per_unit_has_no_alpha():
     ratings = np.array([[1.0, np.nan, 3.0], [np.nan, 2.0, np.nan]])
     assert math.isnan(interval_alpha(ratings))
     assert interval_alpha(np.array([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])) == 1.0
+
+
+@pytest.mark.parametrize("ratings", [[[1.0, 2.0, 3.0]], [1.0, 2.0, 3.0], [[[1.0, 2.0]], [[3.0, 4.0]]]])
+def test_human_vs_human_alpha_needs_a_groups_by_units_array_of_two_groups(ratings):
+    from pytest_masc.stats.agreement import human_vs_human_alpha, human_vs_human_alpha_ci
+    for function in (human_vs_human_alpha, human_vs_human_alpha_ci):
+        with pytest.raises(ValueError, match=r"ratings must be a groups x units array with at least 2 groups, got shape"):
+            function(ratings)
