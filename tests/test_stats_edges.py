@@ -40,3 +40,19 @@ def test_the_t_quantile_series_above_200_degrees_of_freedom_is_accurate_to_1e_9(
     from scipy import stats
     from pytest_masc.stats.compare import t_quantile
     assert t_quantile(tail, df) == pytest.approx(stats.t.isf(tail, df), rel=1e-9)
+
+
+def test_an_inconclusive_row_near_zero_needs_the_cases_to_show_non_inferiority():
+    """Deltas around 0 with max_drop 0.02: inconclusive, and the cases needed to show
+    ``low > -max_drop`` are about the normal-theory ``((z_{alpha/2} + z_power) sd / (delta + max_drop))^2``."""
+    from statistics import NormalDist
+    from pytest_masc.stats.compare import DECISION_POWER, compare_cases
+    deltas = np.array([0.05, -0.05, 0.05, -0.05, 0.03, -0.03])
+    cases = [f"p{i}" for i in range(len(deltas))]
+    before = {"suite": ["s"] * 6, "concept": ["a"] * 6, "case_id": cases, "CP": [0.5] * 6}
+    after = {**before, "CP": list(0.5 + deltas)}
+    row = compare_cases(before, after, metrics=("CP",), max_drop=0.02).rows[0]
+    assert row.verdict == "inconclusive" and abs(row.delta) < 1e-12
+    z = NormalDist().inv_cdf
+    approx = ((z(1 - 0.05 / 2) + z(DECISION_POWER)) * row.sd / (row.delta + 0.02)) ** 2
+    assert row.cases_needed is not None and 0.8 * approx < row.cases_needed < 1.4 * approx
