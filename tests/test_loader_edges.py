@@ -284,3 +284,10 @@ def test_orida_reads_only_visible_image_files(tmp_path):
     data = load_orida(root, "test", min_backgrounds=2)
     assert data.dropped == {"missing_mask": 0, "few_backgrounds": 0}
     assert [p.name for p in data.photos["a"]] == ["a_bg00.png", "a_bg01.png"]
+
+
+def test_an_identity_protocol_built_without_drop_counts_reports_none_dropped():
+    from pytest_masc.protocols.orida import IdentityData
+    data = IdentityData(samples=[], same=np.zeros(0, dtype=bool), pairs=[], subjects=(), photos={})
+    assert data.summary() == ("0 subjects, 0 photos; 0 same-subject and 0 cross-subject pairs; "
+                              "skipped 0 photos without mask, 0 subjects with too few backgrounds")
