@@ -291,3 +291,25 @@ def test_an_identity_protocol_built_without_drop_counts_reports_none_dropped():
     data = IdentityData(samples=[], same=np.zeros(0, dtype=bool), pairs=[], subjects=(), photos={})
     assert data.summary() == ("0 subjects, 0 photos; 0 same-subject and 0 cross-subject pairs; "
                               "skipped 0 photos without mask, 0 subjects with too few backgrounds")
+
+
+def test_dreambench_text_files_captions_and_outputs_at_their_edges(tmp_path):
+    import dataclasses
+    from pytest_masc.errors import InputError
+    from pytest_masc.protocols.dreambench_files import read_collections
+    fixture = write_dreambench_fixture(tmp_path)
+    samples = fixture.root / "samples"
+    method_dir = next(samples.glob("emu2_*"))
+    text = next((method_dir / "text" / "object_00_t-shirt").glob("1_0.txt"))
+    text.write_text("a custom prompt\n\n", encoding="utf-8")  # the prompt is the first line, a blank last line
+    (method_dir / "tgt_image" / "object_00_t-shirt" / "7_0.txt").write_text("not an output")
+    data = load_dreambench_plus(fixture.root, fixture.masks, rated_only=False)
+    unit = next(u for u in data.units if u.method == "emu2" and u.key == "object_00_t-shirt-1")
+    assert unit.prompt == "a custom prompt"
+    assert data.dropped["missing_output"] == 0 and not any(u.key.endswith("-7") for u in data.units)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        unit.prompt = "changed"
+    caption = fixture.root / "data" / "captions" / "object" / "00.txt"
+    caption.write_text("\nt-shirt\na t-shirt on the beach\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"00\.txt: caption file is empty; its first line must be the subject name"):
+        read_collections(fixture.root)

@@ -359,3 +359,14 @@ def test_an_empty_reference_still_lets_the_other_gates_judge():
     failures = evaluate_gates(case)
     assert len(failures) == 2 and failures[0].startswith("reference mask is empty (reference 2)")
     assert failures[1].startswith("prompt following (PF) 0.1250 < min_prompt 0.2500")
+
+
+def test_evaluate_refuses_a_baseline_of_other_settings_unless_allowed(tmp_path):
+    records = [record("c1")]
+    path = tmp_path / "baseline.json"
+    write_baseline(path, records, settings={**SETTINGS, "dtype": "bfloat16"})
+    report = Report(records=records, settings=SETTINGS, suite_gates={})
+    refused = evaluate(report, baseline=path, n_resamples=10)
+    assert refused.failed and refused.baseline.error.startswith("cannot compare: ")
+    allowed = evaluate(report, baseline=path, allow_mismatch=True, n_resamples=10)
+    assert not allowed.failed and allowed.baseline.compared == ["s::dog"]
