@@ -313,3 +313,12 @@ def test_dreambench_text_files_captions_and_outputs_at_their_edges(tmp_path):
     caption.write_text("\nt-shirt\na t-shirt on the beach\n", encoding="utf-8")
     with pytest.raises(InputError, match=r"00\.txt: caption file is empty; its first line must be the subject name"):
         read_collections(fixture.root)
+
+
+def test_orida_needs_two_eligible_subjects_and_takes_fifty_by_default(tmp_path):
+    from pytest_masc.errors import InputError
+    with pytest.raises(InputError, match=r"only 1 subject\(s\) have at least 3 backgrounds"):
+        load_orida(write_orida_subjects(tmp_path / "one", {"a": 3, "b": 2}), "test", min_backgrounds=3)
+    many = write_orida_subjects(tmp_path / "many", {f"s{i:02d}": 2 for i in range(51)})
+    data = load_orida(many, "test", min_backgrounds=2)
+    assert len(data.subjects) == 50 and data.subjects[-1] == "s49" and int(data.same.sum()) == 50

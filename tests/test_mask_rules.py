@@ -189,3 +189,8 @@ def test_attention_pool_refuses_mismatched_shapes(head):
         functional.attention_pool(head, torch.zeros(1, 3, WIDTH), torch.zeros(1, 2, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"keys_values \(B, L, 2D\) and hidden \(B, L\) disagree"):
         functional.attention_pool_projected(head, torch.zeros(1, 3, 2 * WIDTH), torch.zeros(1, 2, dtype=torch.bool))
+
+
+def test_pooling_no_rows_gives_an_empty_batch(head):
+    pooled = functional.attention_pool(head, torch.zeros(0, 3, WIDTH), torch.zeros(0, 3, dtype=torch.bool))
+    assert pooled.shape == (0, WIDTH)

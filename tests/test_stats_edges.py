@@ -56,3 +56,9 @@ def test_an_inconclusive_row_near_zero_needs_the_cases_to_show_non_inferiority()
     z = NormalDist().inv_cdf
     approx = ((z(1 - 0.05 / 2) + z(DECISION_POWER)) * row.sd / (row.delta + 0.02)) ** 2
     assert row.cases_needed is not None and 0.8 * approx < row.cases_needed < 1.4 * approx
+
+
+def test_two_cases_can_already_show_a_large_drop():
+    from pytest_masc.stats.compare import detection_power
+    assert detection_power(2, drop=1.0, sd=0.05, level=0.05) > 0.5
+    assert detection_power(1, drop=1.0, sd=0.05, level=0.05) == 0.0
