@@ -62,3 +62,15 @@ def test_two_cases_can_already_show_a_large_drop():
     from pytest_masc.stats.compare import detection_power
     assert detection_power(2, drop=1.0, sd=0.05, level=0.05) > 0.5
     assert detection_power(1, drop=1.0, sd=0.05, level=0.05) == 0.0
+
+
+def test_a_release_comparison_as_a_dict_is_plain_json():
+    """A concept of one case has no interval (NaN): as_dict gives None there, so strict JSON works."""
+    import json
+    from pytest_masc.stats.compare import compare_cases
+    before = {"suite": ["s"] * 4, "concept": ["a", "a", "a", "b"], "case_id": ["p0", "p1", "p2", "q0"],
+              "CP": [0.5, 0.5, 0.5, 0.5]}
+    after = {**before, "CP": [0.25, 0.5, 0.75, 0.5]}
+    plain = compare_cases(before, after, metrics=("CP",), n_resamples=50).as_dict()
+    rows = json.loads(json.dumps(plain, allow_nan=False))["rows"]
+    assert [row["concept"] for row in rows] == ["a", "b"] and rows[1]["low"] is None
