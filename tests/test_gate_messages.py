@@ -8,6 +8,7 @@ import pytest
 
 from pytest_masc.gates import (Record, evaluate_gates, failure_report, format_against, nan_to_none, shortfall_text,
                                threshold_text, valid_gate, valid_rating)
+from pytest_masc.types import ScoreDiagnostics
 
 
 @pytest.mark.parametrize("value, thresholds, digits, text", [
@@ -61,7 +62,8 @@ def test_a_record_reads_a_missing_score_as_nan_and_keys_its_first_check_by_node_
                   prompt="a dog", subject=None, image="a.png", scores={"concept": None, "prompt": 0.25})
     assert math.isnan(case.score("concept")) and math.isnan(case.score("global_prompt")) and case.score("prompt") == 0.25
     assert case.check_index == 0 and case.seed is None and case.passed and case.as_dict()["nodeid"] == "test_m.py::test_a"
-    assert list(baseline_payload([case], settings={})["cases"]) == ["test_m.py::test_a"]
+    entries = baseline_payload([case], settings={})["records"]
+    assert [(e["key"], e["CP"], e["PF"]) for e in entries] == [("test_m.py::test_a", None, 0.25)]
 
 
 def test_the_failure_report_shows_a_gated_score_on_its_side_of_the_threshold():
@@ -81,9 +83,12 @@ def test_the_failure_report_names_the_case_scores_prompt_patches_masks_and_panel
         subject="sks dog", image="out.png",
         scores={"concept": 0.25, "prompt": 0.125, "prompt_margin": None},
         distractor_prompts={"a cat": 0.5, "a fox": 0.75, "a cow": None}, gates={"min_concept": 0.5},
-        extras={"prompt_text": "on a beach", "subject_found": False, "prompt_truncated": True, "ref_patches": 16,
-                "ref_foreground_patches": 4, "ref_grid": [4, 4], "out_patches": 20, "out_foreground_patches": 5,
-                "out_grid": [4, 5], "background_patches": 15},
+        extras=ScoreDiagnostics(
+            prompt_text="on a beach", subject_found=False, prompt_stripped=False, prompt_truncated=True,
+            ref_grid=(4, 4), out_grid=(4, 5), ref_patches=16, ref_foreground_patches=4, ref_foreground_fraction=0.25,
+            out_patches=20, out_foreground_patches=5, out_foreground_fraction=0.25, background_patches=15,
+            ref_mask_reading=None, out_mask_reading=None, fg_threshold=0.5,
+        ).as_dict(),
         computed_masks=[{"role": "output", "segmenter": {"kind": "clipseg"}, "text": "dog", "foreground_fraction": 0.25,
                          "flag": "covers nearly everything"},
                         {"role": "reference", "segmenter": {"kind": "sam3"}, "text": "dog", "foreground_fraction": 0.5}],
@@ -109,6 +114,9 @@ def test_the_failure_report_names_the_case_scores_prompt_patches_masks_and_panel
         "MaSC gate failed: s / dog / case 'c1'",
         "  concept preservation (CP) 0.2500 < min_concept 0.5000 (short by 0.2500)",
         "  scores: concept=0.2500, prompt=0.1250, prompt_margin=nan",
-        "  prompt: 'a sks dog on a beach' -> PF text 'a sks dog on a beach'",
+        "  prompt: 'a sks dog on a beach'",  # no diagnostics recorded: no PF text, notes or patch counts
         "  image: out.png",
     ]
+    bare = failure_report(case)
+    case.extras = {"prompt_text": "on a beach", "prompt_truncated": True}  # partial diagnostics read as none
+    assert failure_report(case) == bare

@@ -74,3 +74,26 @@ def test_a_release_comparison_as_a_dict_is_plain_json():
     plain = compare_cases(before, after, metrics=("CP",), n_resamples=50).as_dict()
     rows = json.loads(json.dumps(plain, allow_nan=False))["rows"]
     assert [row["concept"] for row in rows] == ["a", "b"] and rows[1]["low"] is None
+
+
+def test_the_bootstrap_takes_one_resample_and_a_confidence_strictly_inside_zero_one():
+    from pytest_masc.stats.resample import check_bootstrap
+    check_bootstrap(1, 0.95)
+    check_bootstrap(10, math.nextafter(0.0, 1.0))
+    check_bootstrap(10, math.nextafter(1.0, 0.0))
+    with pytest.raises(ValueError, match="n_resamples must be positive, got 0"):
+        check_bootstrap(0, 0.95)
+    for confidence in (0.0, 1.0):
+        with pytest.raises(ValueError, match=r"confidence must be in \(0, 1\)"):
+            check_bootstrap(10, confidence)
+
+
+def test_alpha_is_undefined_when_the_expected_disagreement_is_round_off_of_large_values():
+    from pytest_masc.stats.weighted import interval_alpha_from_sums
+    n_values, s2 = 4.0, 4e12  # values near 1e6: the round-off floor is 1e-12 * s2 / N = 1.0
+    for spread, defined in ((0.1, False), (10.0, True)):
+        s1 = math.sqrt(n_values * (s2 - spread))
+        expected = 2.0 * (s2 - s1 * s1 / n_values) / (n_values - 1.0)
+        assert (expected > 1.0) is defined and expected > 1e-3
+        alpha = float(interval_alpha_from_sums(n_values, 0.0, s1, s2))
+        assert math.isnan(alpha) is not defined and (not defined or alpha == 1.0)

@@ -8,15 +8,25 @@ import pytest
 
 from pytest_masc.gates import GATES, Record, combine_scores, evaluate_gates
 from pytest_masc.report import merge
-from pytest_masc.report.baseline import write_baseline
-from pytest_masc.report.compare import check_baseline, compare_baseline
+from pytest_masc.report.baseline import baseline_payload, write_baseline
+from pytest_masc.report.baseline_check import check_baseline, compare_baseline
 from pytest_masc.report.model import FORMAT, Report, ReportError
 from pytest_masc.report.suite_gates import suite_gate_finding, suite_gate_results
 from pytest_masc.report.frame import records_frame
 from pytest_masc.report.verdict import evaluate
-from pytest_masc.types import Score
+from pytest_masc.types import Score, ScoreDiagnostics
 
 SETTINGS = {"model": "tiny", "revision": None, "dtype": "float32", "max_num_patches": 256, "checkpoint": None}
+
+
+def diagnostics(background_patches: int = 3, fg_threshold: float = 0.5) -> dict:
+    """Complete diagnostics (their JSON form) of a 4x4 reference and a 2x2 output grid."""
+    return ScoreDiagnostics(
+        prompt_text="on a beach", subject_found=True, prompt_stripped=True, prompt_truncated=False, ref_grid=(4, 4),
+        out_grid=(2, 2), ref_patches=16, ref_foreground_patches=0, ref_foreground_fraction=0.0, out_patches=4,
+        out_foreground_patches=4 - background_patches, out_foreground_fraction=(4 - background_patches) / 4,
+        background_patches=background_patches, ref_mask_reading=None, out_mask_reading=None, fg_threshold=fg_threshold,
+    ).as_dict()
 
 
 def below(x: float) -> float:
@@ -94,10 +104,14 @@ def test_an_empty_reference_makes_cp_nan_and_fails_naming_it(concepts, which):
     case = record(scores={}, gates={"min_concept": 0.1})
     case.scores = scores
     case.concept_per_reference = per_reference
+    case.extras = diagnostics(fg_threshold=0.25)
     failures = evaluate_gates(case)
     assert not case.passed
     assert failures == [f"reference mask is empty{which}: no patch of the reference mask reaches the foreground "
-                        "threshold 0.5 on the patch grid, so CP is NaN"]
+                        "threshold 0.25 on the patch grid, so CP is NaN"]
+    case.extras = {"fg_threshold": 0.25}  # no complete diagnostics: the threshold is not known
+    assert evaluate_gates(case) == [f"reference mask is empty{which}: no patch of the reference mask reaches the "
+                                    "foreground threshold on the patch grid, so CP is NaN"]
 
 
 def test_an_empty_reference_fails_a_case_without_a_concept_gate():
@@ -108,11 +122,12 @@ def test_an_empty_reference_fails_a_case_without_a_concept_gate():
 
 
 @pytest.mark.parametrize("key, extras, distractors, reason", [
-    ("prompt", {"background_patches": 0}, {}, "the output mask covers every patch"),
-    ("prompt_margin", {"background_patches": 0}, {}, "the output mask covers every patch"),
-    ("prompt_margin", {"background_patches": 3}, {}, "no distractor prompts to compare with"),
-    ("prompt_margin", {"background_patches": 3}, {"a cat": None}, "the score is NaN"),
-    ("global_prompt", {"background_patches": 0}, {}, "the score is NaN"),
+    ("prompt", diagnostics(background_patches=0), {}, "the output mask covers every patch"),
+    ("prompt_margin", diagnostics(background_patches=0), {}, "the output mask covers every patch"),
+    ("prompt_margin", diagnostics(background_patches=3), {}, "no distractor prompts to compare with"),
+    ("prompt_margin", diagnostics(background_patches=3), {"a cat": None}, "the score is NaN"),
+    ("global_prompt", diagnostics(background_patches=0), {}, "the score is NaN"),
+    ("prompt", {"background_patches": 0}, {}, "the score is NaN"),  # partial diagnostics read as none
 ])
 def test_a_nan_score_fails_its_gate_with_its_reason(key, extras, distractors, reason):
     gate = next(g for g, (k, _) in GATES.items() if k == key)
@@ -129,18 +144,59 @@ def test_an_unchanged_run_passes_its_own_baseline_with_max_drop_zero(tmp_path):
     path = tmp_path / "baseline.json"
     write_baseline(path, records, settings=SETTINGS)
     comparison = check_baseline(path, records, SETTINGS, 0.0)
-    assert comparison.regressions == [] and not comparison.failed
-    assert comparison.compared == ["s::cat", "s::dog"]
+    assert comparison.compared == ["s::cat", "s::dog"] and comparison.point_rule == []
+    # no drop at all: not regressed (-delta = 0 is not > 0), not non-inferior (low = 0 is not > -0): inconclusive
+    assert {(r.concept, r.metric): (r.delta, r.verdict) for r in comparison.release.rows} == {
+        (concept, metric): (0.0, "inconclusive") for concept in ("cat", "dog") for metric in ("CP", "PF")}
+    assert comparison.regressions == [] and comparison.inconclusive == [] and not comparison.failed
     report = Report(records=records, settings=SETTINGS, suite_gates={})
     assert not evaluate(report, baseline=path, max_drop=0.0, n_resamples=10).failed
+    strict = check_baseline(path, records, SETTINGS, 0.0, require_noninferior=True)
+    assert strict.failed and strict.regressions == [] and len(strict.inconclusive) == 4
+
+
+def constant_drop(score_key: str, after: float, max_drop: float, require_noninferior: bool = False):
+    """Four cases at 0.75 in a version-4 baseline, each now at ``after`` on ``score_key`` (sd 0)."""
+    other = "prompt" if score_key == "concept" else "concept"
+    before = baseline_payload([record(f"c{i}", scores={"concept": 0.75, "prompt": 0.75}) for i in range(4)], settings=SETTINGS)
+    now = [record(f"c{i}", scores={score_key: after, other: 0.75}) for i in range(4)]
+    comparison = compare_baseline(before, now, max_drop, require_noninferior=require_noninferior, n_resamples=10)
+    assert comparison.point_rule == [] and comparison.compared == ["s::dog"]
+    return comparison, {row.metric: row for row in comparison.release.rows}
 
 
 @pytest.mark.parametrize("score_key, label", [("concept", "CP"), ("prompt", "PF")])
-def test_a_drop_of_exactly_max_drop_passes_and_one_ulp_more_fails(score_key, label):
-    baseline = {"version": 3, "concepts": {"s::dog": {"concept": 0.75, "prompt": 0.75, "cases": 1}}}
+def test_a_constant_drop_of_exactly_max_drop_is_not_regressed_and_one_ulp_more_is(score_key, label):
+    exactly, rows = constant_drop(score_key, 0.5, 0.25)
+    assert rows[label].delta == -0.25 and rows[label].adjusted_p <= 0.05  # the drop is established ...
+    assert rows[label].verdict == "inconclusive" and not exactly.failed  # ... but -delta > max_drop is strict
+    further, rows = constant_drop(score_key, below(0.5), 0.25)
+    assert -rows[label].delta > 0.25 and rows[label].verdict == "regressed"
+    [regression] = further.regressions
+    assert regression.startswith(f"s::dog: mean {label} dropped ") and "more than max_drop 0.25" in regression
+    assert further.failed and further.findings == [f"REGRESSION {regression}"]
+    untouched = "PF" if label == "CP" else "CP"
+    assert rows[untouched].delta == 0.0 and rows[untouched].verdict == "non-inferior"  # low 0 > -0.25
+
+
+@pytest.mark.parametrize("score_key, label", [("concept", "CP"), ("prompt", "PF")])
+def test_non_inferior_needs_the_interval_strictly_above_minus_max_drop(score_key, label):
+    _, at = constant_drop(score_key, 0.5, 0.25)
+    assert at[label].low == -0.25 and at[label].verdict == "inconclusive"
+    wider, above_it = constant_drop(score_key, 0.5, above(0.25))
+    assert above_it[label].low == -0.25 and above_it[label].verdict == "non-inferior" and not wider.failed
+    strict, _ = constant_drop(score_key, 0.5, 0.25, require_noninferior=True)
+    [finding] = strict.findings
+    assert finding.startswith(f"INCONCLUSIVE s::dog: {label} ") and strict.regressions == []
+
+
+@pytest.mark.parametrize("score_key, label", [("concept", "CP"), ("prompt", "PF")])
+def test_a_version_2_mean_drop_of_exactly_max_drop_passes_and_one_ulp_more_fails(score_key, label):
+    baseline = {"version": 2, "concepts": {"s::dog": {"concept": 0.75, "prompt": 0.75, "cases": 1}}}
     other = "prompt" if score_key == "concept" else "concept"
     exactly = compare_baseline(baseline, [record(scores={score_key: 0.5, other: 0.75})], 0.25)
-    assert exactly.regressions == [] and exactly.compared == ["s::dog"]
+    assert exactly.regressions == [] and exactly.compared == ["s::dog"] and exactly.point_rule == ["s::dog"]
+    assert exactly.release is None
     improved = compare_baseline(baseline, [record(scores={score_key: 0.875, other: 0.75})], 0.0)
     assert improved.regressions == []
     further = compare_baseline(baseline, [record(scores={score_key: below(0.5), other: 0.75})], 0.25)
@@ -150,7 +206,7 @@ def test_a_drop_of_exactly_max_drop_passes_and_one_ulp_more_fails(score_key, lab
 
 
 def test_a_score_now_nan_is_a_regression_and_a_concept_left_out_is_missing():
-    baseline = {"version": 3, "concepts": {"s::dog": {"concept": 0.5, "prompt": None, "cases": 1},
+    baseline = {"version": 2, "concepts": {"s::dog": {"concept": 0.5, "prompt": None, "cases": 1},
                                            "s::cat": {"concept": 0.5, "prompt": 0.5, "cases": 1}}}
     comparison = compare_baseline(baseline, [record(scores={"concept": None})], 0.1)
     assert comparison.regressions == ["s::dog: mean CP is now NaN (baseline 0.5000)"]
@@ -296,7 +352,7 @@ def evaluation(**fields) -> "Evaluation":
 
 def test_a_run_fails_for_any_one_reason_and_passes_with_none():
     from pytest_masc.report.baseline import BaselineUpdate
-    from pytest_masc.report.compare import BaselineComparison
+    from pytest_masc.report.baseline_check import BaselineComparison
     assert not evaluation().failed and evaluation().counts() == []
     for reason in (dict(failed_cases=1), dict(errored_cases=1), dict(alpha_findings=["s: alpha"]),
                    dict(protocol_findings=["p"]), dict(shard_findings=["a.json"]),
@@ -311,7 +367,7 @@ def test_a_run_fails_for_any_one_reason_and_passes_with_none():
 
 def test_the_closing_counts_name_each_kind_of_session_failure():
     from pytest_masc.report.baseline import BaselineUpdate
-    from pytest_masc.report.compare import BaselineComparison
+    from pytest_masc.report.baseline_check import BaselineComparison
     one = evaluation(baseline=BaselineComparison(path="b", max_drop=0.0, regressions=["x"], missing=["m"],
                                                  error="e"), alpha_findings=["a"])
     assert one.counts() == [(1, "MaSC baseline error"), (1, "MaSC baseline regression"),
@@ -332,8 +388,10 @@ def test_evaluate_lists_errors_and_subjects_missing_from_prompts():
     blank = record("c3")
     blank.error = "   "
     unstripped = record("c4")
-    unstripped.extras["subject_found"] = False
-    result = evaluate(Report(records=[record("c1"), broken, blank, unstripped], settings=SETTINGS, suite_gates={}),
+    unstripped.extras = {**diagnostics(), "subject_found": False}
+    partial = record("c5")
+    partial.extras = {"subject_found": False}  # partial diagnostics read as none: no note
+    result = evaluate(Report(records=[record("c1"), broken, blank, unstripped, partial], settings=SETTINGS, suite_gates={}),
                       n_resamples=10)
     assert result.errors == ["s / c2: image not found: c2.png", "s / c3: error"]
     assert result.subject_notes == ["s / c4: subject 'dog', prompt 'a dog on a beach'"]
