@@ -97,3 +97,20 @@ def test_alpha_is_undefined_when_the_expected_disagreement_is_round_off_of_large
         assert (expected > 1.0) is defined and expected > 1e-3
         alpha = float(interval_alpha_from_sums(n_values, 0.0, s1, s2))
         assert math.isnan(alpha) is not defined and (not defined or alpha == 1.0)
+
+
+def test_resample_chunks_draw_exactly_the_rows_asked_in_any_chunking(monkeypatch):
+    from pytest_masc.stats import resample
+    whole = np.concatenate(list(resample.resample_chunks(5, 7, seed=3)))
+    monkeypatch.setattr(resample, "CHUNK_ELEMENTS", 15)  # 3 rows of 5 units a chunk: 3 + 3 + 1
+    chunks = list(resample.resample_chunks(5, 7, seed=3))
+    assert [len(c) for c in chunks] == [3, 3, 1] and whole.shape == (7, 5)
+    assert np.array_equal(np.concatenate(chunks), whole)
+
+
+def test_the_percentile_interval_cuts_half_the_remaining_mass_from_each_tail():
+    from pytest_masc.stats.resample import percentile_interval
+    stats = np.arange(101, dtype=np.float64)  # quantile q of 0..100 is 100 q
+    assert percentile_interval(stats, 0.9) == pytest.approx((5.0, 95.0))
+    assert percentile_interval(np.append(stats, [np.nan, np.inf]), 0.5) == pytest.approx((25.0, 75.0))
+    assert all(math.isnan(x) for x in percentile_interval(np.array([np.nan]), 0.9))
