@@ -62,8 +62,8 @@ def _compare(a: float, b: float) -> int:
 
 def format_against(value: float, thresholds: Iterable[float] = (), digits: int = 4) -> str:
     """``value`` with ``digits`` decimals, or more where fewer would show it on the other side
-    of (or on) a threshold it is compared with: a failing ``0.94995 < 0.95`` prints
-    ``0.94995``, never ``0.9500``, and ``-0.0001 < 0`` prints ``-0.0001``, never ``-0.000``."""
+    of (or on) a threshold it is compared with: a failing ``0.94996 < 0.95`` prints
+    ``0.94996``, never ``0.9500``, and ``-0.0001 < 0`` prints ``-0.0001``, never ``-0.000``."""
     thresholds = [float(t) for t in thresholds if t is not None and math.isfinite(t)]
     for places in range(digits, 18):
         text = f"{value:.{places}f}"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
-from ..gates import Record
+from ..gates import Record, format_against
 from ..stats.compare import METRICS, VERDICTS, ReleaseComparison, RowComparison, compare_cases
 from .atomic import read_json
 from .cases import baseline_rows, baseline_table, records_table
@@ -273,7 +273,7 @@ def row_finding(row: RowComparison, result: ReleaseComparison) -> str:
     """What failed in a failed row, after its ``REGRESSION`` or ``INCONCLUSIVE`` label."""
     key, percent = f"{row.suite}::{row.concept}", f"{result.confidence * 100:g}%"
     if row.verdict == VERDICTS[0]:
-        return (f"{key}: mean {row.metric} dropped {-row.delta:.4f}, more than max_drop {result.max_drop:g} "
+        return (f"{key}: mean {row.metric} dropped {format_against(-row.delta, [result.max_drop])}, more than max_drop {result.max_drop:g} "
                 f"({percent} CI of the change [{_signed(row.low)}, {_signed(row.high)}], {row.n_cases} cases, "
                 f"Holm-adjusted p {row.adjusted_p:.2g})")
     return f"{key}: {row.metric} {inconclusive_reason(row, result)}"
