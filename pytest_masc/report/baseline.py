@@ -70,7 +70,11 @@ def read_baseline(path: PathLike, flags: Flags = PYTEST_FLAGS) -> dict[str, Any]
     unknown. Versions 1 and 2 record the model by name, without its checkpoint identity.
     """
     path = Path(path)
-    data = read_json(path, "baseline file", f" (write one with {flags.write_baseline})")
+    return checked_baseline(read_json(path, "baseline file", f" (write one with {flags.write_baseline})"), path)
+
+
+def checked_baseline(data: Any, path: Path) -> dict[str, Any]:
+    """A parsed baseline file read from ``path`` (named in errors), checked as :func:`read_baseline` does."""
     if not isinstance(data, dict) or data.get("version") not in READABLE_BASELINES or not isinstance(data.get("concepts"), dict):
         raise ReportError(
             f"{path}: not a pytest-masc baseline (version {', '.join(map(str, READABLE_BASELINES))} with a 'concepts' table)"

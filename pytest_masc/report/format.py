@@ -35,8 +35,11 @@ if TYPE_CHECKING:
 
 def load(path: PathLike) -> Report:
     """Read one ``--masc-json`` file (format 1 or 2); :class:`ReportError` naming it when unusable."""
-    path = Path(path)
-    data = read_json(path, "report file")
+    return report_from_json(read_json(Path(path), "report file"), Path(path))
+
+
+def report_from_json(data: Any, path: Path) -> Report:
+    """The :class:`Report` of a parsed ``--masc-json`` file read from ``path`` (named in errors)."""
     if not isinstance(data, dict) or not isinstance(data.get("records"), list):
         raise ReportError(f"{path}: not a pytest-masc --masc-json report (no 'records' list)")
     version = data.get("format", 1)

@@ -74,8 +74,8 @@ def baseline_side(baseline: dict[str, Any], name: str) -> Side:
 def load_side(source: Union[PathLike, Report, dict]) -> Side:
     """A run file, a baseline file, a :class:`Report` or a baseline dict as a :class:`Side`;
     :class:`ReportError` naming the file when it is neither, unreadable or too old."""
-    from .baseline import read_baseline
-    from .format import load
+    from .baseline import checked_baseline
+    from .format import report_from_json
 
     if isinstance(source, Report):
         return report_side(source, "<report>")
@@ -84,7 +84,7 @@ def load_side(source: Union[PathLike, Report, dict]) -> Side:
     path = Path(source)
     data = read_json(path, "file")
     if isinstance(data, dict) and "records" in data and "concepts" not in data:
-        report = load(path)
+        report = report_from_json(data, path)
         if report.format < FORMAT:
             raise ReportError(
                 f"{path}: --masc-json format {report.format} records no run settings; compare runs of format "
@@ -92,7 +92,7 @@ def load_side(source: Union[PathLike, Report, dict]) -> Side:
             )
         return report_side(report, str(path))
     if isinstance(data, dict) and "version" in data:
-        return baseline_side(read_baseline(path), str(path))
+        return baseline_side(checked_baseline(data, path), str(path))
     raise ReportError(f"{path}: neither a --masc-json run file nor a pytest-masc baseline")
 
 
